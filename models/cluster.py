@@ -1,0 +1,178 @@
+"""Building a ClusterState: from an inventory (a fresh cluster) or from API objects (node
+registrations plus pod allocation annotations: how the extender rebuilds state after a restart).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from .catalog import model
+from .codecs import (
+    NODE_GPUS,
+    PHASE_FAILED,
+    POD_ALLOCATION,
+    POD_BIND_PHASE,
+    PodAllocation,
+    decode_allocation,
+    decode_node,
+)
+from .config import Inventory
+from .errors import CodecError
+from .layouts import Slot
+from .types import ClusterState, Gpu, MigInstance, Node, NodeMode, ShareUsage, UnitKind, gpu_uuid
+
+TERMINAL_PHASES = ("Succeeded", "Failed")
+
+
+def state_from_inventory(inv: Inventory) -> ClusterState:
+    """Every GPU idle; MIG GPUs start MIG-enabled with an empty layout."""
+    nodes = []
+    for n in inv.nodes:
+        gpus = []
+        index = 0
+        for model_name, count in n.gpus:
+            m = model(model_name)
+            for _ in range(count):
+                gpus.append(Gpu(gpu_uuid(n.name, index), index, m.name, n.mode, m.memory_mib, n.split))
+                index += 1
+        nodes.append(Node(n.name, n.mode, tuple(gpus), n.cpu_milli, n.memory_mib, n.labels))
+    return ClusterState(tuple(nodes), inv.layouts_any)
+
+
+@dataclass(frozen=True)
+class StateProblem:
+    """An annotation that could not be honoured while rebuilding state (reported, not fatal)."""
+
+    obj: str
+    message: str
+
+
+def _pod_key(pod: Mapping[str, Any]) -> str:
+    meta = pod.get("metadata") or {}
+    return f"{meta.get('namespace') or 'default'}/{meta.get('name')}"
+
+
+def active_allocation(pod: Mapping[str, Any]) -> PodAllocation | None:
+    """The allocation a live pod holds (None for finished pods, failed binds, or none at all)."""
+    meta = pod.get("metadata") or {}
+    ann = meta.get("annotations") or {}
+    raw = ann.get(POD_ALLOCATION)
+    if not raw:
+        return None
+    if (pod.get("status") or {}).get("phase") in TERMINAL_PHASES or meta.get("deletionTimestamp"):
+        return None
+    if ann.get(POD_BIND_PHASE) == PHASE_FAILED:
+        return None
+    return decode_allocation(raw)
+
+
+def state_from_objects(
+    nodes: Iterable[Mapping[str, Any]], pods: Iterable[Mapping[str, Any]], layouts_any: bool = False
+) -> tuple[ClusterState, list[StateProblem]]:
+    """Rebuild the cluster from node registrations and pod allocations.
+
+    Pods are replayed in plan-time order; a pod whose reserved layout is not yet realised on its
+    GPU re-partitions it in the snapshot (the reservation wins while the GPU is idle). Conflicts
+    (an instance held twice, a GPU missing) are reported and the later claim is ignored.
+    """
+    problems: list[StateProblem] = []
+    by_name: dict[str, Node] = {}
+    for obj in nodes:
+        meta = obj.get("metadata") or {}
+        name = str(meta.get("name"))
+        raw = (meta.get("annotations") or {}).get(NODE_GPUS)
+        if not raw:
+            continue
+        try:
+            reg = decode_node(raw)
+        except CodecError as e:
+            problems.append(StateProblem(f"node {name}", str(e)))
+            continue
+        labels = tuple(sorted((str(k), str(v)) for k, v in (meta.get("labels") or {}).items()))
+        alloc = (obj.get("status") or {}).get("allocatable") or {}
+        cpu = _cpu_milli(alloc.get("cpu"))
+        by_name[name] = Node(name, reg.mode, reg.gpus, cpu, None, labels)
+    allocs: list[tuple[str, PodAllocation]] = []
+    for pod in pods:
+        try:
+            a = active_allocation(pod)
+        except CodecError as e:
+            problems.append(StateProblem(f"pod {_pod_key(pod)}", str(e)))
+            continue
+        if a is not None:
+            t = ((pod.get("metadata") or {}).get("annotations") or {}).get("dynamig.io/plan-time", "0")
+            allocs.append((t, a))
+    allocs.sort(key=lambda x: (float(x[0]) if _isfloat(x[0]) else 0.0, x[1].pod))
+    for _, a in allocs:
+        node = by_name.get(a.node)
+        if node is None:
+            problems.append(StateProblem(f"pod {a.pod}", f"allocated on unknown node {a.node}"))
+            continue
+        updated = _hold_allocation(node, a, problems)
+        by_name[a.node] = updated
+    return ClusterState(tuple(by_name[k] for k in sorted(by_name)), layouts_any), problems
+
+
+def _isfloat(s: str) -> bool:
+    try:
+        float(s)
+    except ValueError:
+        return False
+    return True
+
+
+def _cpu_milli(q: Any) -> int | None:
+    if q is None:
+        return None
+    s = str(q)
+    try:
+        return int(s[:-1]) if s.endswith("m") else int(float(s) * 1000)
+    except ValueError:
+        return None
+
+
+def _hold_allocation(node: Node, a: PodAllocation, problems: list[StateProblem]) -> Node:
+    gpus = {g.uuid: g for g in node.gpus}
+    for ch in a.layouts:
+        g = gpus.get(ch.gpu)
+        if g is None:
+            problems.append(StateProblem(f"pod {a.pod}", f"layout for unknown GPU {ch.gpu} on {node.name}"))
+            continue
+        if g.layout != ch.layout:
+            if g.busy:
+                problems.append(StateProblem(f"pod {a.pod}", f"GPU {node.name}/{g.index} is busy; "
+                                                             "its reserved layout cannot apply"))
+                continue
+            gpus[ch.gpu] = g.with_layout(ch.layout)
+    for u in a.units:
+        g = gpus.get(u.gpu)
+        if g is None:
+            problems.append(StateProblem(f"pod {a.pod}", f"unit on unknown GPU {u.gpu} on {node.name}"))
+            continue
+        if u.kind is UnitKind.MIG and u.slot is not None:
+            inst = g.instance(u.slot)
+            if inst is None or not inst.free:
+                why = "missing" if inst is None else f"held by {inst.holder}"
+                problems.append(StateProblem(f"pod {a.pod}", f"{u.slot} on {node.name}/{g.index} is {why}"))
+                continue
+            gpus[u.gpu] = replace(
+                g, instances=tuple(MigInstance(i.slot, u.holder, i.uuid) if i.slot == u.slot else i
+                                   for i in g.instances)
+            )
+        elif u.kind is UnitKind.SHARE:
+            gpus[u.gpu] = replace(g, shares=(*g.shares, ShareUsage(u.holder, u.memory_mib, u.cores)))
+    return replace(node, gpus=tuple(gpus[g.uuid] for g in node.gpus))
+
+
+def mig_slot_owner(state: ClusterState, node: str, gpu: str, slot: Slot) -> str | None:
+    inst = state.gpu(node, gpu).instance(slot)
+    return inst.holder if inst else None
+
+
+def mode_counts(state: ClusterState) -> dict[NodeMode, int]:
+    out: dict[NodeMode, int] = {}
+    for n in state.nodes:
+        out[n.mode] = out.get(n.mode, 0) + len(n.gpus)
+    return out

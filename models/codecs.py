@@ -1,0 +1,286 @@
+"""Annotation codecs (pure, versioned JSON under ``dynamig.io/``).
+
+Node registration (device plugin -> extender) and pod allocation (extender -> device plugin).
+Every decoder checks the version and the shape, and raises :class:`CodecError` naming the key.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import CodecError
+from .layouts import Layout, Slot, make_layout
+from .plan import LayoutChange, Plan, UnitAssignment
+from .types import Gpu, MigInstance, Node, NodeMode, UnitKind
+
+PREFIX = "dynamig.io/"
+NODE_GPUS = "dynamig.io/node-gpus"
+NODE_LOCK = "dynamig.io/node-lock"
+POD_ALLOCATION = "dynamig.io/allocation"
+POD_NODE = "dynamig.io/node"
+POD_PLAN_TIME = "dynamig.io/plan-time"
+POD_BIND_PHASE = "dynamig.io/bind-phase"
+POD_BIND_TIME = "dynamig.io/bind-time"
+POD_ALLOCATED = "dynamig.io/allocated"
+POD_ALLOC_ERROR = "dynamig.io/allocation-error"
+VERSION = 1
+
+#: Annotations only dynamig's own components may write; the webhook strips them from user pods.
+ALLOCATION_KEYS = (POD_ALLOCATION, POD_NODE, POD_PLAN_TIME, POD_BIND_PHASE, POD_BIND_TIME, POD_ALLOCATED,
+                   POD_ALLOC_ERROR)
+
+PHASE_ALLOCATING = "allocating"
+PHASE_SUCCESS = "success"
+PHASE_FAILED = "failed"
+
+
+def _load(key: str, raw: str) -> dict[str, Any]:
+    try:
+        doc = json.loads(raw)
+    except ValueError as e:
+        raise CodecError(f"annotation {key}: not JSON ({e})") from e
+    if not isinstance(doc, dict):
+        raise CodecError(f"annotation {key}: expected a JSON object")
+    if doc.get("v") != VERSION:
+        raise CodecError(f"annotation {key}: unsupported version {doc.get('v')!r} (this build reads v{VERSION})")
+    return doc
+
+
+def _get(doc: Mapping[str, Any], field: str, typ: type | tuple[type, ...], key: str) -> Any:
+    v = doc.get(field)
+    if not isinstance(v, typ) or (typ is int and isinstance(v, bool)):
+        raise CodecError(f"annotation {key}: field {field!r} missing or not {getattr(typ, '__name__', typ)}")
+    return v
+
+
+def _dumps(doc: Mapping[str, Any]) -> str:
+    return json.dumps(doc, separators=(",", ":"), sort_keys=True)
+
+
+# --------------------------------------------------------------------------- node registration
+
+
+@dataclass(frozen=True)
+class NodeRegistration:
+    mode: NodeMode
+    gpus: tuple[Gpu, ...]  # instances carry no holders (holders come from pods)
+    nvml_names: tuple[str, ...] = ()
+
+
+def encode_node(reg: NodeRegistration) -> str:
+    gpus = []
+    for i, g in enumerate(reg.gpus):
+        gpus.append(
+            {
+                "uuid": g.uuid,
+                "index": g.index,
+                "model": g.model,
+                "nvml": reg.nvml_names[i] if i < len(reg.nvml_names) else "",
+                "memory": g.memory_mib,
+                "split": g.split,
+                "health": g.health,
+                "instances": [
+                    {"profile": x.slot.profile, "start": x.slot.start, "uuid": x.uuid} for x in g.instances
+                ],
+            }
+        )
+    return _dumps({"v": VERSION, "mode": reg.mode.value, "gpus": gpus})
+
+
+def decode_node(raw: str) -> NodeRegistration:
+    key = NODE_GPUS
+    doc = _load(key, raw)
+    try:
+        mode = NodeMode(str(doc.get("mode")))
+    except ValueError:
+        raise CodecError(f"annotation {key}: unknown mode {doc.get('mode')!r}") from None
+    gpus = []
+    names = []
+    for g in _get(doc, "gpus", list, key):
+        if not isinstance(g, dict):
+            raise CodecError(f"annotation {key}: each GPU must be an object")
+        insts = []
+        for x in g.get("instances") or []:
+            slot = Slot(_get(x, "profile", str, key), _get(x, "start", int, key))
+            uuid = x.get("uuid")
+            insts.append(MigInstance(slot, None, uuid if isinstance(uuid, str) else None))
+        gpus.append(
+            Gpu(
+                uuid=_get(g, "uuid", str, key),
+                index=_get(g, "index", int, key),
+                model=_get(g, "model", str, key),
+                mode=mode,
+                memory_mib=_get(g, "memory", int, key),
+                split=int(g.get("split", 10)),
+                health=bool(g.get("health", True)),
+                instances=tuple(insts),
+            )
+        )
+        names.append(str(g.get("nvml", "")))
+    return NodeRegistration(mode, tuple(gpus), tuple(names))
+
+
+# --------------------------------------------------------------------------- pod allocation
+
+
+@dataclass(frozen=True)
+class PodAllocation:
+    """What the extender reserved for one pod: its units and the layouts they need."""
+
+    pod: str
+    node: str
+    units: tuple[UnitAssignment, ...]
+    layouts: tuple[LayoutChange, ...] = ()
+
+
+def allocation_from_plan(plan: Plan) -> PodAllocation:
+    p = plan.placements[0]
+    gpus = {u.gpu for u in p.units}
+    return PodAllocation(
+        p.pod, p.node or "", p.units, tuple(c for c in plan.layout_changes if c.gpu in gpus)
+    )
+
+
+def encode_allocation(a: PodAllocation) -> str:
+    units = [
+        {
+            "c": u.container_index,
+            "container": u.container,
+            "u": u.unit,
+            "gpu": u.gpu,
+            "index": u.gpu_index,
+            "kind": u.kind.value,
+            "profile": u.slot.profile if u.slot else None,
+            "start": u.slot.start if u.slot else None,
+            "memory": u.memory_mib,
+            "cores": u.cores,
+            "reconfigure": u.reconfigure,
+            "template": u.template_index,
+        }
+        for u in a.units
+    ]
+    layouts = [
+        {"gpu": c.gpu, "slots": [[s.profile, s.start] for s in c.layout], "template": c.template_index}
+        for c in a.layouts
+    ]
+    return _dumps({"v": VERSION, "pod": a.pod, "node": a.node, "units": units, "layouts": layouts})
+
+
+def _layout(raw: Any, key: str) -> Layout:
+    if not isinstance(raw, list):
+        raise CodecError(f"annotation {key}: layout slots must be a list")
+    slots = []
+    for s in raw:
+        if not (isinstance(s, list) and len(s) == 2 and isinstance(s[0], str) and isinstance(s[1], int)):
+            raise CodecError(f"annotation {key}: a slot must be [profile, start], got {s!r}")
+        slots.append(Slot(s[0], s[1]))
+    return make_layout(slots)
+
+
+def decode_allocation(raw: str) -> PodAllocation:
+    key = POD_ALLOCATION
+    doc = _load(key, raw)
+    pod = _get(doc, "pod", str, key)
+    node = _get(doc, "node", str, key)
+    units = []
+    for u in _get(doc, "units", list, key):
+        if not isinstance(u, dict):
+            raise CodecError(f"annotation {key}: each unit must be an object")
+        try:
+            kind = UnitKind(str(u.get("kind")))
+        except ValueError:
+            raise CodecError(f"annotation {key}: unknown unit kind {u.get('kind')!r}") from None
+        slot = None
+        if kind is UnitKind.MIG:
+            slot = Slot(_get(u, "profile", str, key), _get(u, "start", int, key))
+        tpl = u.get("template")
+        units.append(
+            UnitAssignment(
+                pod=pod,
+                container=str(u.get("container", "")),
+                container_index=_get(u, "c", int, key),
+                unit=_get(u, "u", int, key),
+                node=node,
+                gpu=_get(u, "gpu", str, key),
+                gpu_index=_get(u, "index", int, key),
+                kind=kind,
+                memory_mib=_get(u, "memory", int, key),
+                cores=_get(u, "cores", int, key),
+                slot=slot,
+                reconfigure=bool(u.get("reconfigure", False)),
+                template_index=tpl if isinstance(tpl, int) else None,
+            )
+        )
+    layouts = []
+    for c in doc.get("layouts") or []:
+        if not isinstance(c, dict):
+            raise CodecError(f"annotation {key}: each layout must be an object")
+        tpl = c.get("template")
+        layouts.append(
+            LayoutChange(node, _get(c, "gpu", str, key), _layout(c.get("slots"), key),
+                         tpl if isinstance(tpl, int) else None)
+        )
+    return PodAllocation(pod, node, tuple(units), tuple(layouts))
+
+
+@dataclass(frozen=True)
+class AllocatedUnit:
+    """What the device plugin realised for one unit (MIG UUID or shared GPU UUID)."""
+
+    container_index: int
+    unit: int
+    device: str
+
+
+def encode_allocated(units: tuple[AllocatedUnit, ...]) -> str:
+    return _dumps({"v": VERSION, "units": [{"c": u.container_index, "u": u.unit, "device": u.device}
+                                           for u in units]})
+
+
+def decode_allocated(raw: str) -> tuple[AllocatedUnit, ...]:
+    key = POD_ALLOCATED
+    doc = _load(key, raw)
+    return tuple(
+        AllocatedUnit(_get(u, "c", int, key), _get(u, "u", int, key), _get(u, "device", str, key))
+        for u in _get(doc, "units", list, key)
+    )
+
+
+# --------------------------------------------------------------------------- node lock
+
+
+@dataclass(frozen=True)
+class NodeLock:
+    """Node lock value: ``<unix seconds>,<namespace>,<pod>,<owner>`` (owner = extender instance)."""
+
+    taken_at: float
+    pod: str  # namespace/name
+    owner: str
+
+    def encode(self) -> str:
+        ns, name = self.pod.split("/", 1)
+        return f"{self.taken_at:.3f},{ns},{name},{self.owner}"
+
+
+def decode_lock(raw: str) -> NodeLock:
+    parts = raw.split(",")
+    if len(parts) != 4:
+        raise CodecError(f"annotation {NODE_LOCK}: expected '<time>,<namespace>,<pod>,<owner>', got {raw!r}")
+    try:
+        t = float(parts[0])
+    except ValueError:
+        raise CodecError(f"annotation {NODE_LOCK}: bad time {parts[0]!r}") from None
+    return NodeLock(t, f"{parts[1]}/{parts[2]}", parts[3])
+
+
+def registration_of(node: Node) -> NodeRegistration:
+    """The registration a node's device plugin would publish (holders dropped)."""
+    gpus = tuple(
+        Gpu(g.uuid, g.index, g.model, g.mode, g.memory_mib, g.split, g.health,
+            tuple(MigInstance(i.slot, None, i.uuid) for i in g.instances))
+        for g in node.gpus
+    )
+    return NodeRegistration(node.mode, gpus)

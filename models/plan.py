@@ -1,0 +1,149 @@
+"""Plans: what the planner decided (per unit: node, GPU, instance or share; per GPU: new layouts),
+and applying a plan to a snapshot as a pure function.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+
+from .layouts import Layout, Slot
+from .requests import holder_id
+from .types import ClusterState, Gpu, MigInstance, Node, ShareUsage, UnitKind
+
+
+@dataclass(frozen=True)
+class UnitAssignment:
+    """One unit of one container, placed."""
+
+    pod: str  # namespace/name
+    container: str
+    container_index: int
+    unit: int
+    node: str
+    gpu: str  # GPU UUID
+    gpu_index: int
+    kind: UnitKind
+    memory_mib: int  # granted: instance memory (mig) or share memory
+    cores: int  # granted: instance compute share (mig) or requested cores
+    slot: Slot | None = None  # mig only
+    reconfigure: bool = False  # the GPU is re-partitioned for this plan
+    template_index: int | None = None  # geometry index of the GPU's (new) layout, if a template
+
+    @property
+    def holder(self) -> str:
+        return holder_id(self.pod, self.container_index, self.unit)
+
+
+@dataclass(frozen=True)
+class LayoutChange:
+    """Re-partition an idle MIG GPU to ``layout``."""
+
+    node: str
+    gpu: str
+    layout: Layout
+    template_index: int | None = None
+
+
+@dataclass(frozen=True)
+class PodPlacement:
+    pod: str
+    placed: bool
+    node: str | None = None
+    units: tuple[UnitAssignment, ...] = ()
+
+
+@dataclass(frozen=True)
+class StageResult:
+    name: str
+    value: float
+    bound: float
+    status: str
+    wall_ms: float = 0.0
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The planner's answer. ``placements[0]`` is the pod asked about (others: batch lookahead)."""
+
+    placements: tuple[PodPlacement, ...]
+    layout_changes: tuple[LayoutChange, ...] = ()
+    stages: tuple[StageResult, ...] = ()
+    status: str = "optimal"  # optimal | feasible | fallback | infeasible
+    solve_ms: float = 0.0
+    reasons: tuple[tuple[str, str], ...] = ()  # (node, why the pod cannot go there)
+    policy: str = "dynamig"
+
+    @property
+    def placed(self) -> bool:
+        return bool(self.placements) and self.placements[0].placed
+
+    @property
+    def primary(self) -> PodPlacement | None:
+        return self.placements[0] if self.placements else None
+
+    def units(self) -> Iterable[UnitAssignment]:
+        for p in self.placements:
+            yield from p.units
+
+
+def apply_plan(state: ClusterState, plan: Plan) -> ClusterState:
+    """The state after the plan: new layouts first (fresh free instances), then every unit held.
+
+    Pure and trusting: run :func:`models.validate.validate` first; this does not re-check.
+    """
+    changes = {(c.node, c.gpu): c for c in plan.layout_changes}
+    by_gpu: dict[tuple[str, str], list[UnitAssignment]] = {}
+    for u in plan.units():
+        by_gpu.setdefault((u.node, u.gpu), []).append(u)
+    touched_nodes = {n for n, _ in changes} | {n for n, _ in by_gpu}
+    nodes: list[Node] = []
+    for node in state.nodes:
+        if node.name not in touched_nodes:
+            nodes.append(node)
+            continue
+        gpus: list[Gpu] = []
+        for gpu in node.gpus:
+            key = (node.name, gpu.uuid)
+            if key in changes:
+                gpu = gpu.with_layout(changes[key].layout)
+            units = by_gpu.get(key, [])
+            if units:
+                gpu = _hold(gpu, units)
+            gpus.append(gpu)
+        nodes.append(replace(node, gpus=tuple(gpus)))
+    return state.with_nodes(tuple(nodes))
+
+
+def _hold(gpu: Gpu, units: list[UnitAssignment]) -> Gpu:
+    mig = {u.slot: u.holder for u in units if u.kind is UnitKind.MIG and u.slot is not None}
+    shares = tuple(ShareUsage(u.holder, u.memory_mib, u.cores) for u in units if u.kind is UnitKind.SHARE)
+    instances = tuple(
+        MigInstance(i.slot, mig[i.slot], i.uuid) if i.slot in mig else i for i in gpu.instances
+    )
+    return replace(gpu, instances=instances, shares=gpu.shares + shares)
+
+
+def release_pod(state: ClusterState, pod_key: str) -> ClusterState:
+    """The state after a pod ends: its instances become free (layout kept), its shares go."""
+    prefix = pod_key + "/"
+    nodes = []
+    for node in state.nodes:
+        changed = False
+        gpus = []
+        for g in node.gpus:
+            if any(i.holder and i.holder.startswith(prefix) for i in g.instances) or any(
+                s.holder.startswith(prefix) for s in g.shares
+            ):
+                changed = True
+                g = replace(
+                    g,
+                    instances=tuple(
+                        MigInstance(i.slot, None, i.uuid) if i.holder and i.holder.startswith(prefix) else i
+                        for i in g.instances
+                    ),
+                    shares=tuple(s for s in g.shares if not s.holder.startswith(prefix)),
+                )
+            gpus.append(g)
+        nodes.append(replace(node, gpus=tuple(gpus)) if changed else node)
+    return state.with_nodes(tuple(nodes))

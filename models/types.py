@@ -1,0 +1,138 @@
+"""Frozen domain values: GPUs, nodes, MIG instances, hami-core shares, the cluster snapshot."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+
+from .catalog import GpuModel, model
+from .layouts import Layout, Slot, make_layout
+
+
+class NodeMode(StrEnum):
+    MIG = "mig"
+    HAMI_CORE = "hami-core"
+
+
+class UnitKind(StrEnum):
+    MIG = "mig"
+    SHARE = "share"
+
+
+@dataclass(frozen=True)
+class MigInstance:
+    """One MIG instance of a GPU's current layout; ``holder`` is the unit holding it, or None."""
+
+    slot: Slot
+    holder: str | None = None
+    uuid: str | None = None  # MIG UUID once realised on the node
+
+    @property
+    def free(self) -> bool:
+        return self.holder is None
+
+
+@dataclass(frozen=True)
+class ShareUsage:
+    """One hami-core unit on a whole GPU."""
+
+    holder: str
+    memory_mib: int
+    cores: int
+
+
+@dataclass(frozen=True)
+class Gpu:
+    uuid: str
+    index: int
+    model: str  # catalog model name
+    mode: NodeMode
+    memory_mib: int
+    split: int = 10
+    health: bool = True
+    instances: tuple[MigInstance, ...] = ()  # mig mode: the current layout, free and held
+    shares: tuple[ShareUsage, ...] = ()  # hami-core mode
+
+    @property
+    def gpu_model(self) -> GpuModel:
+        return model(self.model)
+
+    @property
+    def layout(self) -> Layout:
+        return make_layout(i.slot for i in self.instances)
+
+    @property
+    def busy(self) -> bool:
+        return any(not i.free for i in self.instances) or bool(self.shares)
+
+    @property
+    def used_memory_mib(self) -> int:
+        return sum(s.memory_mib for s in self.shares)
+
+    @property
+    def used_cores(self) -> int:
+        return sum(s.cores for s in self.shares)
+
+    def instance(self, slot: Slot) -> MigInstance | None:
+        for i in self.instances:
+            if i.slot == slot:
+                return i
+        return None
+
+    def with_layout(self, layout: Layout) -> Gpu:
+        return replace(self, instances=tuple(MigInstance(s) for s in layout))
+
+
+@dataclass(frozen=True)
+class Node:
+    name: str
+    mode: NodeMode
+    gpus: tuple[Gpu, ...]
+    cpu_milli: int | None = None
+    memory_mib: int | None = None
+    labels: tuple[tuple[str, str], ...] = ()
+
+    def gpu(self, uuid: str) -> Gpu:
+        for g in self.gpus:
+            if g.uuid == uuid:
+                return g
+        raise KeyError(f"node {self.name} has no GPU {uuid}")
+
+
+@dataclass(frozen=True)
+class ClusterState:
+    """A frozen snapshot of every GPU node; the planner's and the validator's input."""
+
+    nodes: tuple[Node, ...]
+    layouts_any: bool = False
+    _index: dict[str, int] = field(default_factory=dict, compare=False, repr=False, hash=False)
+
+    def __post_init__(self) -> None:
+        self._index.update({n.name: i for i, n in enumerate(self.nodes)})
+
+    def node(self, name: str) -> Node:
+        try:
+            return self.nodes[self._index[name]]
+        except KeyError:
+            raise KeyError(f"unknown node {name!r}") from None
+
+    def has_node(self, name: str) -> bool:
+        return name in self._index
+
+    def gpu(self, node: str, uuid: str) -> Gpu:
+        return self.node(node).gpu(uuid)
+
+    def with_nodes(self, nodes: tuple[Node, ...]) -> ClusterState:
+        return ClusterState(nodes, self.layouts_any)
+
+
+def gpu_uuid(node: str, index: int) -> str:
+    """A stable, UUID-shaped identifier for a simulated GPU (real nodes report NVML's)."""
+    h = hashlib.sha1(f"{node}/{index}".encode()).hexdigest()
+    return f"GPU-{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:32]}"
+
+
+def mig_uuid(gpu: str, slot: Slot, generation: int = 0) -> str:
+    h = hashlib.sha1(f"{gpu}/{slot.profile}/{slot.start}/{generation}".encode()).hexdigest()
+    return f"MIG-{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:32]}"
