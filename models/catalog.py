@@ -12,7 +12,7 @@ profile names across models.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 
 from .errors import CatalogError
@@ -201,8 +201,10 @@ def _build() -> tuple[GpuModel, ...]:
             CLASS_4G: ("4g.71gb", 66816),
             CLASS_7G: ("7g.141gb", 143360),
         },
-        source="mixed",
+        source="estimated",
     )
+    # H200: 2g.35gb and 7g.141gb are NVML readings; the rest are estimates (reference/mig.md §4).
+    h200 = tuple(replace(p, memory_source="nvml") if p.klass in (CLASS_2G, CLASS_7G) else p for p in h200)
     gh200 = _seven(_est_seven(12, 24, 48, 96), source="estimated")
     b200 = _seven(_est_seven(23, 45, 90, 180), source="estimated")
     gb200 = _seven(_est_seven(23, 47, 93, 186), source="estimated")
@@ -211,7 +213,8 @@ def _build() -> tuple[GpuModel, ...]:
         {CLASS_1G: ("1g.24gb", _est(24)), CLASS_2G: ("2g.48gb", _est(48)), CLASS_4G: ("4g.96gb", _est(96))},
         source="estimated",
     )
-    # Order matters for NVML name matching: more specific patterns first ("H200" before "H20").
+    # Order matters for NVML name matching: more specific patterns first ("GH200" before
+    # "H200" before "H20"), since HAMi-style matching is by substring.
     return (
         GpuModel("A30", ("A30",), 24576, 4, 4, a30),
         GpuModel("A100-SXM4-40GB", ("A100-SXM4-40GB", "A100-40GB-PCIe", "A100-PCIE-40GB"), 40960, 7, 8, a100_40),
@@ -219,8 +222,8 @@ def _build() -> tuple[GpuModel, ...]:
         GpuModel("H100-80GB", ("H100-PCIE-80GB", "H100-SXM5-80GB", "H100 80GB HBM3", "H100 PCIe"), 81559, 7, 8,
                  h100_80),
         GpuModel("H100-94GB", ("H100-PCIE-94GB", "H100-SXM5-94GB", "H100 NVL"), 95830, 7, 8, h100_94),
-        GpuModel("H200", ("H200 NVL", "H200-SXM5", "H200"), 143771, 7, 8, h200, memory_source="nvml"),
         GpuModel("GH200", ("H100 on GH200", "GH200"), 97871, 7, 8, gh200, memory_source="estimated"),
+        GpuModel("H200", ("H200 NVL", "H200-SXM5", "H200"), 143771, 7, 8, h200, memory_source="nvml"),
         GpuModel("H20", ("H20",), 97871, 7, 8, gh200, memory_source="estimated"),
         GpuModel("GB200", ("GB200",), 189471, 7, 8, gb200, memory_source="estimated"),
         GpuModel("B200", ("B200",), 183359, 7, 8, b200, memory_source="estimated"),

@@ -194,10 +194,11 @@ def parse_device_config(loc: Located) -> LoadedDeviceConfig:
                 entries.append(MigTemplate(name, memory, count, core))
             geo = Geometry(tuple(entries))
             total = sum(e.memory * e.count for e in entries)
-            if total > gpu.memory_mib:
-                raise loc.error(
-                    f"memory of the geometry sums to {total} MiB, more than the GPU's {gpu.memory_mib} MiB", xpath
-                )
+            # HAMi's tables use nominal GiB (an H100's 2x 3g.40gb = 81920 > NVML's 81559), so the
+            # bound is the GPU's nominal size: its NVML memory rounded up to whole GiB.
+            nominal = -(-gpu.memory_mib // 1024) * 1024
+            if total > nominal:
+                raise loc.error(f"memory of the geometry sums to {total} MiB, more than the GPU's {nominal} MiB", xpath)
             if not any(geo.counts().values()):
                 raise loc.error("geometry has no instance (all counts are 0)", xpath)
             try:

@@ -124,10 +124,10 @@ def share_fit_problem(gpu: Gpu, memory_mib: int, cores: int, extra: tuple[tuple[
         return f"all {gpu.split} shares in use"
     if used_mem + memory_mib > gpu.memory_mib:
         return f"needs {memory_mib} MiB, {gpu.memory_mib - used_mem} MiB free"
-    if used_cores + cores > 100:
-        return f"needs {cores}% cores, {100 - used_cores}% free"
     if cores >= 100 and n > 0:
         return "exclusive request (100% cores) on a shared GPU"
+    if used_cores + cores > 100:
+        return f"needs {cores}% cores, {100 - used_cores}% free"
     if any(s.cores >= 100 for s in gpu.shares) or any(c >= 100 for _, c in extra):
         return "GPU held exclusively"
     return None

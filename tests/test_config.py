@@ -1,0 +1,133 @@
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import yaml
+from conftest import DATA
+
+from models.config import (
+    builtin_device_config,
+    builtin_device_config_document,
+    load_device_config,
+    load_device_config_text,
+    load_inventory_text,
+    parse_node_config,
+)
+from models.errors import ConfigError
+from models.types import NodeMode
+from models.yamlsrc import load_text
+
+
+def test_accepts_hamis_chart_file_verbatim() -> None:
+    loaded = load_device_config(os.path.join(DATA, "hami-device-config.yaml"))
+    cfg = loaded.config
+    assert [g.models[0] for g in cfg.groups] == ["A30", "A100-SXM4-40GB", "A100-SXM4-80GB", "H100-PCIE-80GB"]
+    assert len(cfg.groups[1].geometries) == 4
+    # nominal memory above the real instance is accepted with a warning naming file, line and path
+    assert any("1g.5gb declares 5120 MiB" in w.message for w in loaded.warnings)
+    assert all("hami-device-config.yaml:" in w.where for w in loaded.warnings)
+
+
+def test_builtin_document_round_trips_through_the_loader() -> None:
+    text = yaml.safe_dump(builtin_device_config_document())
+    loaded = load_device_config_text(text, "builtin.yaml")
+    assert loaded.config == builtin_device_config()
+    assert loaded.warnings == ()
+
+
+def _doc(geometries: object, models: object = ("A100-SXM4-40GB",)) -> str:
+    return yaml.safe_dump({"nvidia": {"knownMigGeometries": [{"models": list(models),  # type: ignore[call-overload]
+                                                              "allowedGeometries": geometries}]}})
+
+
+def test_flat_form_is_rejected_with_the_grouped_form_shown() -> None:
+    text = _doc([{"name": "1g.5gb", "memory": 4864, "count": 7}, {"name": "3g.20gb", "memory": 19968, "count": 2}])
+    with pytest.raises(ConfigError) as e:
+        load_device_config_text(text, "flat.yaml")
+    msg = str(e.value)
+    assert "flat list" in msg and "- - {name:" in msg
+    assert msg.startswith("flat.yaml:") and "allowedGeometries" in msg
+
+
+def test_unknown_profile_name_names_line_and_path() -> None:
+    text = _doc([[{"name": "1g.6gb", "memory": 6000, "count": 7}]])
+    with pytest.raises(ConfigError) as e:
+        load_device_config_text(text, "bad.yaml")
+    msg = str(e.value)
+    assert "unknown MIG profile '1g.6gb' for A100-SXM4-40GB" in msg
+    assert "allowedGeometries[0][0].name" in msg
+    assert e.value.source.startswith("bad.yaml:")
+
+
+def test_memory_over_the_gpu_is_rejected() -> None:
+    text = _doc([[{"name": "3g.20gb", "memory": 30000, "count": 2}]])
+    with pytest.raises(ConfigError, match=r"sums to 60000 MiB, more than the GPU's 40960 MiB"):
+        load_device_config_text(text)
+
+
+def test_layout_the_placement_rules_forbid_is_rejected() -> None:
+    text = _doc([[{"name": "4g.20gb", "memory": 19968, "count": 1}, {"name": "3g.20gb", "memory": 19968, "count": 1},
+                  {"name": "1g.5gb", "memory": 10, "count": 1}]])
+    with pytest.raises(ConfigError, match="placement rules"):
+        load_device_config_text(text)
+
+
+def test_negative_count_and_duplicate_models() -> None:
+    with pytest.raises(ConfigError, match="must not be negative, got -1"):
+        load_device_config_text(_doc([[{"name": "1g.5gb", "memory": 4864, "count": -1}]]))
+    dup = {"nvidia": {"knownMigGeometries": [
+        {"models": ["A30"], "allowedGeometries": [[{"name": "1g.6gb", "memory": 5952, "count": 4}]]},
+        {"models": ["A30"], "allowedGeometries": [[{"name": "4g.24gb", "memory": 24000, "count": 1}]]},
+    ]}}
+    with pytest.raises(ConfigError, match="duplicate model 'A30'"):
+        load_device_config_text(yaml.safe_dump(dup))
+
+
+def test_unknown_model_is_rejected() -> None:
+    with pytest.raises(ConfigError, match="unknown GPU model 'K80'"):
+        load_device_config_text(_doc([[{"name": "1g.5gb", "memory": 1, "count": 1}]], models=["K80"]))
+
+
+def test_nodeconfig_hami_format() -> None:
+    doc = {"nodeconfig": [{"name": "gpu-a", "operatingmode": "mig", "devicesplitcount": 4,
+                           "filterdevices": {"uuid": [], "index": [3]}},
+                          {"name": "gpu-b"}]}
+    entries = parse_node_config(load_text(json.dumps(doc), "config.json"))
+    assert entries[0].mode is NodeMode.MIG and entries[0].split == 4 and entries[0].filter_indexes == (3,)
+    assert entries[1].mode is NodeMode.HAMI_CORE and entries[1].split == 10
+    with pytest.raises(ConfigError, match="'mps' is not supported"):
+        parse_node_config(load_text(json.dumps({"nodeconfig": [{"name": "x", "operatingmode": "mps"}]}), "c.json"))
+
+
+INVENTORY = """
+nodes:
+  - name: gpu-a100-0
+    mode: mig
+    gpus: {model: A100-SXM4-40GB, count: 8}
+    cpu_milli: 96000
+    memory_mib: 393216
+  - name: share-0
+    mode: hami-core
+    gpus: {model: A100-SXM4-80GB, count: 4}
+    split: 10
+"""
+
+
+def test_inventory() -> None:
+    inv = load_inventory_text(INVENTORY, "inv.yaml")
+    assert [n.name for n in inv.nodes] == ["gpu-a100-0", "share-0"]
+    assert inv.nodes[0].gpus == (("A100-SXM4-40GB", 8),)
+    assert inv.templates == builtin_device_config()
+
+
+def test_inventory_errors_name_line_and_field() -> None:
+    bad = INVENTORY.replace("A100-SXM4-80GB", "K80")
+    with pytest.raises(ConfigError) as e:
+        load_inventory_text(bad, "inv.yaml")
+    assert "inv.yaml:10" in str(e.value) and "nodes[1].gpus.model" in str(e.value)
+    with pytest.raises(ConfigError, match="not MIG-capable"):
+        load_inventory_text(INVENTORY.replace("A100-SXM4-40GB", "T4"), "inv.yaml")
+    with pytest.raises(ConfigError, match="duplicate node name"):
+        load_inventory_text(INVENTORY.replace("share-0", "gpu-a100-0"), "inv.yaml")
