@@ -1,0 +1,323 @@
+"""The demo: real extender (HTTP), real device plugins (gRPC), simulated GPUs and mig-parted, and
+stand-ins for kube-scheduler and the kubelet, replaying a seeded workload in simulated time.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from deviceplugin.agent import AgentConfig, NodeAgent
+from deviceplugin.sim import SimBackend
+from extender.app import create_app
+from extender.config import ExtenderConfig
+from extender.server import ServerHandle, serve_in_thread
+from models.codecs import POD_ALLOC_ERROR, POD_ALLOCATION, POD_BIND_PHASE, decode_allocation
+from models.config import Inventory
+from models.store import InMemoryStore
+from models.types import NodeMode
+
+from .extender_client import ExtenderClient, ExtenderError
+from .invariants import InvariantChecker
+from .kubelet import AllocationFailed, KubeletSim
+from .workload import PodSpec, generate
+
+log = logging.getLogger(__name__)
+RESOURCE = "nvidia.com/gpu"
+
+
+@dataclass
+class DemoResult:
+    pods: int = 0
+    placed: int = 0
+    pending: dict[str, str] = field(default_factory=dict)  # pod -> reason
+    reconfigurations: int = 0
+    repartitioned_after_free: int = 0
+    allocation_failures: int = 0
+    retried: int = 0
+    violations: list[str] = field(default_factory=list)
+    filter_ms: list[float] = field(default_factory=list)
+    instances_by_profile: dict[str, int] = field(default_factory=dict)
+    held_by_profile: dict[str, int] = field(default_factory=dict)
+    shares: int = 0
+    wall_s: float = 0.0
+    urls: dict[str, str] = field(default_factory=dict)
+
+    def percentile(self, q: float) -> float:
+        if not self.filter_ms:
+            return 0.0
+        xs = sorted(self.filter_ms)
+        k = min(len(xs) - 1, max(0, round(q / 100 * (len(xs) - 1))))
+        return xs[k]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "pods": self.pods,
+            "placed": self.placed,
+            "pending": len(self.pending),
+            "pending_reasons": self.pending,
+            "reconfigurations": self.reconfigurations,
+            "repartitioned_after_free": self.repartitioned_after_free,
+            "allocation_failures": self.allocation_failures,
+            "retried": self.retried,
+            "violations": self.violations,
+            "filter_p50_ms": round(self.percentile(50), 3),
+            "filter_p99_ms": round(self.percentile(99), 3),
+            "filter_calls": len(self.filter_ms),
+            "mig_instances_by_profile": self.instances_by_profile,
+            "mig_instances_held_by_profile": self.held_by_profile,
+            "hami_core_shares": self.shares,
+            "wall_s": round(self.wall_s, 2),
+            **({"urls": self.urls} if self.urls else {}),
+        }
+
+
+@dataclass
+class _Running:
+    pod: dict[str, Any]
+    node: str
+    device_ids: list[str]
+    pids: list[tuple[str, int, int]]  # (node, gpu index, pid)
+
+
+class Demo:
+    """Build the embedded cluster; :meth:`run` replays the workload; :meth:`close` tears it down."""
+
+    def __init__(self, inventory: Inventory, workdir: str | None = None, fail_migparted: dict[str, int] | None = None,
+                 extender_port: int = 0, metrics_port: int = 0) -> None:
+        self.inventory = inventory
+        self.own_workdir = workdir is None
+        self.workdir = workdir or tempfile.mkdtemp(prefix="dynamig-demo-")
+        self.store = InMemoryStore()
+        self.backends: dict[str, SimBackend] = {}
+        self.kubelets: dict[str, KubeletSim] = {}
+        self.agents: dict[str, NodeAgent] = {}
+        self.server: ServerHandle | None = None
+        self.client: ExtenderClient | None = None
+        self._pid = itertools.count(1000)
+        self._start(fail_migparted or {}, extender_port, metrics_port)
+
+    # ------------------------------------------------------------------ cluster
+    def _start(self, faults: dict[str, int], extender_port: int, metrics_port: int) -> None:
+        migparted = [sys.executable, "-m", "deviceplugin.migparted_sim"]
+        hook = os.path.join(self.workdir, "hami-hook")
+        for n in self.inventory.nodes:
+            self.store.add_node({"metadata": {"name": n.name, "labels": {"gpu": "on", **dict(n.labels)}},
+                                 "status": {"allocatable": {"cpu": f"{n.cpu_milli or 96000}m"}}})
+            base = os.path.join(self.workdir, n.name)
+            backend = SimBackend.from_inventory(os.path.join(base, "gpus.json"), self.inventory, n.name, reset=True)
+            if faults.get(n.name):
+                backend.inject_migparted_failure(faults[n.name])
+            kubelet = KubeletSim(os.path.join(base, "device-plugins"))
+            kubelet.start()
+            agent = NodeAgent(n.name, backend, self.store, kubelet.plugin_dir, mig_parted=migparted,
+                              config=AgentConfig(mode=n.mode, split=n.split, hook_path=hook,
+                                                 config_dir=os.path.join(base, "mig-parted"),
+                                                 device_config=self.inventory.templates, poll_s=0.1))
+            agent.start()
+            self.backends[n.name], self.kubelets[n.name], self.agents[n.name] = backend, kubelet, agent
+        for name, kubelet in self.kubelets.items():
+            kubelet.wait_for_devices(RESOURCE, timeout=30)
+            log.info("node %s registered", name)
+        app = create_app(self.store, ExtenderConfig(templates=self.inventory.templates,
+                                                    layouts_any=self.inventory.layouts_any,
+                                                    identity="dynamig-demo-extender"))
+        self.server = serve_in_thread(app, "127.0.0.1", extender_port, metrics_port=metrics_port)
+        self.client = ExtenderClient(self.server.url)
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+        for agent in self.agents.values():
+            agent.stop()
+        for kubelet in self.kubelets.values():
+            kubelet.stop()
+        if self.own_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self) -> Demo:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ the scheduling cycle
+    def schedule(self, pod: dict[str, Any]) -> tuple[str | None, str]:
+        """kube-scheduler's cycle with an extender: filter -> prioritize -> bind. Returns (node, reason)."""
+        assert self.client is not None
+        nodes = sorted(self.agents)
+        try:
+            res = self.client.filter(pod, nodes)
+        except ExtenderError as e:
+            return None, f"filter error: {e}"
+        if res.get("Error"):
+            return None, str(res["Error"])
+        feasible = res.get("NodeNames") or []
+        if not feasible:
+            failed = res.get("FailedNodes") or {}
+            return None, _summarise(failed)
+        best = feasible[0]
+        if len(feasible) > 1:
+            scores = {h["Host"]: h["Score"] for h in self.client.prioritize(pod, feasible)}
+            best = max(feasible, key=lambda n: scores.get(n, 0))
+        fresh = self.store.get_pod(pod["metadata"]["namespace"], pod["metadata"]["name"])
+        out = self.client.bind(fresh, best)
+        if out.get("Error"):
+            return None, f"bind failed: {out['Error']}"
+        return best, ""
+
+    def start_containers(self, ns: str, name: str, node: str) -> _Running:
+        """The kubelet: Allocate per container, then run the pod (a process on each GPU it got)."""
+        pod = self.store.get_pod(ns, name)
+        counts = [int((c.get("resources", {}).get("limits") or {}).get(RESOURCE, "1"))
+                  for c in pod["spec"]["containers"]]
+        responses, ids = self.kubelets[node].allocate(RESOURCE, counts)
+        pids: list[tuple[str, int, int]] = []
+        backend = self.backends[node]
+        gpus = {g.uuid: g for g in backend.gpus()}
+        by_mig = {d.uuid: g for g in gpus.values() for d in g.instances}
+        for r in responses:
+            for dev in filter(None, r.envs.get("NVIDIA_VISIBLE_DEVICES", "").split(",")):
+                g = by_mig.get(dev) or gpus.get(dev)
+                if g is None:
+                    raise AllocationFailed(f"device {dev} from Allocate does not exist on {node}")
+                pid = next(self._pid)
+                backend.add_process(g.index, pid, dev if dev.startswith("MIG-") else None, 1)
+                pids.append((node, g.index, pid))
+        self.store.set_pod_phase(ns, name, "Running")
+        return _Running(self.store.get_pod(ns, name), node, ids, pids)
+
+    def finish(self, run: _Running) -> None:
+        meta = run.pod["metadata"]
+        for node, _, pid in run.pids:
+            self.backends[node].remove_process(pid)
+        self.kubelets[run.node].release(run.device_ids)
+        self.store.set_pod_phase(meta["namespace"], meta["name"], "Succeeded")
+
+    # ------------------------------------------------------------------ the workload
+    def run(self, specs: list[PodSpec], progress: Callable[[int], None] | None = None) -> DemoResult:
+        t0 = time.perf_counter()
+        result = DemoResult(pods=len(specs))
+        checker = InvariantChecker(self.store, self.backends, self.server.metrics_url if self.server else None)
+        events: list[tuple[float, int, str, Any]] = []
+        seq = itertools.count()
+        for s in specs:
+            heapq.heappush(events, (s.arrival, next(seq), "arrive", s))
+        pending: list[PodSpec] = []
+        retries: Counter[str] = Counter()
+        running: dict[str, _Running] = {}
+        durations = {s.name: s.duration for s in specs}
+
+        def attempt(spec: PodSpec, now: float) -> bool:
+            meta = spec.manifest["metadata"]
+            ns, name = meta["namespace"], meta["name"]
+            pod = self.store.get_pod(ns, name)
+            node, reason = self.schedule(pod)
+            if node is None:
+                result.pending[name] = reason
+                return False
+            result.pending.pop(name, None)
+            alloc = decode_allocation(self.store.get_pod(ns, name)["metadata"]["annotations"][POD_ALLOCATION])
+            try:
+                run = self.start_containers(ns, name, node)
+            except AllocationFailed as e:
+                result.allocation_failures += 1
+                error = self.store.get_pod(ns, name)["metadata"].get("annotations", {}).get(POD_ALLOC_ERROR, str(e))
+                log.info("pod %s failed admission on %s: %s", name, node, error)
+                # The kubelet fails the pod (UnexpectedAdmissionError); its controller creates a new one.
+                self.store.set_pod_phase(ns, name, "Failed")
+                retries[spec.name] += 1
+                result.retried += 1
+                new = _recreate(spec, retries[spec.name])
+                durations[new.name] = spec.duration
+                self.store.create_pod(new.manifest)
+                checker.check(result.violations, now)
+                return attempt(new, now) if retries[spec.name] <= 3 else False
+            result.reconfigurations += len(alloc.layouts)
+            running[name] = run
+            result.placed += 1
+            heapq.heappush(events, (now + durations[name], next(seq), "depart", name))
+            checker.check(result.violations, now)
+            return True
+
+        done = 0
+        while events:
+            now, _, kind, item = heapq.heappop(events)
+            if kind == "arrive":
+                self.store.create_pod(item.manifest)
+                if not attempt(item, now):
+                    pending.append(item)
+                done += 1
+                if progress:
+                    progress(done)
+            else:
+                self.finish(running.pop(item))
+                checker.check(result.violations, now)
+                still: list[PodSpec] = []
+                for p in pending:  # a pod finished: retry the pending ones, oldest first
+                    if not attempt(p, now):
+                        still.append(p)
+                pending = still
+        checker.check(result.violations, float("inf"), final=True)
+        result.repartitioned_after_free = checker.repartitioned_after_free
+        for b in self.backends.values():
+            for g in b.gpus():
+                for d in g.instances:
+                    result.instances_by_profile[d.profile] = result.instances_by_profile.get(d.profile, 0) + 1
+        state_held = checker.last_state
+        if state_held is not None:
+            for n in state_held.nodes:
+                for g in n.gpus:
+                    for i in g.instances:
+                        if not i.free:
+                            p = i.slot.profile
+                            result.held_by_profile[p] = result.held_by_profile.get(p, 0) + 1
+                    if n.mode is NodeMode.HAMI_CORE:
+                        result.shares += len(g.shares)
+        result.filter_ms = list(self.client.filter_ms) if self.client else []
+        result.wall_s = time.perf_counter() - t0
+        if self.server is not None:
+            result.urls = {"extender": self.server.url,
+                           "metrics": self.server.metrics_url or "",
+                           "monitor": f"{self.server.url}/monitor"}
+        return result
+
+
+def _recreate(spec: PodSpec, attempt: int) -> PodSpec:
+    import copy
+
+    m = copy.deepcopy(spec.manifest)
+    base = spec.name.split("-r")[0] if "-r" in spec.name else spec.name
+    m["metadata"]["name"] = f"{base}-r{attempt}"
+    m["metadata"].pop("uid", None)
+    m["metadata"]["annotations"] = {k: v for k, v in m["metadata"].get("annotations", {}).items()
+                                    if not k.startswith("dynamig.io/")}
+    m.pop("status", None)
+    return PodSpec(m["metadata"]["name"], spec.arrival, spec.duration, m)
+
+
+def _summarise(failed: dict[str, str]) -> str:
+    if not failed:
+        return "no node passed the filter"
+    reasons = Counter(failed.values())
+    top, n = reasons.most_common(1)[0]
+    return f"{top}" + (f" (and {len(failed) - n} other node(s) with other reasons)" if len(failed) > n else "")
+
+
+def run_demo(pods: int, seed: int, inventory: Inventory, progress: Callable[[int], None] | None = None,
+             fail_migparted: dict[str, int] | None = None) -> DemoResult:
+    with Demo(inventory, fail_migparted=fail_migparted) as demo:
+        return demo.run(generate(pods, seed), progress)
+
+
+__all__ = ["POD_BIND_PHASE", "Demo", "DemoResult", "run_demo"]
