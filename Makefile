@@ -29,7 +29,22 @@ contracts: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-test: lint typecheck contracts unit
+test: lint typecheck contracts proto-check unit
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+# Kubelet device plugin API stubs (deviceplugin/proto): `proto` regenerates them, `proto-check`
+# regenerates into a temporary folder and fails when the committed files differ.
+PROTO_SRC := deviceplugin/proto/api.proto
+PROTO_OUT := deviceplugin/proto/api_pb2.py deviceplugin/proto/api_pb2_grpc.py
+
+proto: $(STAMP)
+	$(BIN)/python -m grpc_tools.protoc -I. --python_out=. --grpc_python_out=. $(PROTO_SRC)
+
+proto-check: $(STAMP)
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	$(BIN)/python -m grpc_tools.protoc -I. --python_out=$$tmp --grpc_python_out=$$tmp $(PROTO_SRC) && \
+	for f in $(PROTO_OUT); do \
+	  diff -u $$f $$tmp/$$f >/dev/null || { echo "$$f is stale: run 'make proto'" >&2; exit 1; }; \
+	done && echo "proto stubs up to date"

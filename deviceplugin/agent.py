@@ -1,0 +1,391 @@
+"""The node agent: kubelet device plugin + node registration + layout application, for one node.
+
+Library entry point (the demo runs one per simulated node, in-process)::
+
+    agent = NodeAgent("gpu-a100-0", SimBackend.from_inventory(path, inv, "gpu-a100-0"), store,
+                      plugin_dir, mig_parted=["nvidia-mig-parted-sim"], config=AgentConfig(mode=NodeMode.MIG))
+    agent.start()   # serves on <plugin_dir>/<socket>, registers with <plugin_dir>/kubelet.sock, publishes
+    ...
+    agent.stop()
+
+One background thread watches the plugin directory (kubelet restart: ``kubelet.sock`` recreated or
+our socket deleted -> fresh server + Register again), re-reads the GPUs every ``refresh_s`` and
+publishes ``dynamig.io/node-gpus`` whenever it differs from what the node carries.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import grpc
+
+from models import nodelock
+from models.catalog import match_nvml_name, model
+from models.codecs import (
+    NODE_GPUS,
+    PHASE_FAILED,
+    PHASE_SUCCESS,
+    POD_ALLOC_ERROR,
+    POD_ALLOCATED,
+    POD_BIND_PHASE,
+    NodeRegistration,
+    encode_allocated,
+    encode_node,
+)
+from models.config import NodeConfigEntry
+from models.errors import DynamigError, NotFound
+from models.layouts import Slot
+from models.store import ClusterStore
+from models.templates import DeviceConfig
+from models.types import Gpu, MigInstance, NodeMode
+
+from .allocate import Allocator, ContainerResponse, HamiCoreSettings
+from .apply import LayoutApplier
+from .backend import GpuBackend, GpuBackendError, GpuInfo
+from .migparted import MigPartedRunner
+from .podmatch import AllocationError, PodTarget, find_pod
+from .proto import api_pb2
+from .server import KUBELET_SOCKET, PluginAbort, PluginServer, register
+
+log = logging.getLogger("dynamig.deviceplugin")
+
+RESOURCE_NAME = "nvidia.com/gpu"
+SOCKET_NAME = "dynamig-nvidia-gpu.sock"
+DEFAULT_PLUGIN_DIR = "/var/lib/kubelet/device-plugins"
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    mode: NodeMode = NodeMode.HAMI_CORE
+    split: int = 10  # deviceSplitCount: replica IDs per GPU
+    memory_scaling: float = 1.0
+    core_scaling: float = 1.0
+    filter_uuids: tuple[str, ...] = ()
+    filter_indexes: tuple[int, ...] = ()
+    resource_name: str = RESOURCE_NAME
+    socket_name: str = SOCKET_NAME
+    hook_path: str = "/usr/local"
+    create_host_dirs: bool = True
+    migparted_timeout_s: float = 120.0
+    migparted_debug: bool = False
+    config_dir: str | None = None  # where mig-parted configs are written (default: a private temp dir)
+    poll_s: float = 0.5  # plugin-directory watch period
+    refresh_s: float = 10.0  # GPU re-read / registration check period
+    register_timeout_s: float = 10.0
+    grpc_workers: int = 8  # server threads per plugin (one per open ListAndWatch, one per Allocate)
+    migparted_assert: bool = True  # run `nvidia-mig-parted assert` after each apply (besides the NVML check)
+    device_config: DeviceConfig | None = field(default=None, compare=False)
+
+    def with_node_config(self, entry: NodeConfigEntry) -> AgentConfig:
+        return replace(self, mode=entry.mode, split=entry.split, memory_scaling=entry.memory_scaling,
+                       core_scaling=entry.core_scaling, filter_uuids=entry.filter_uuids,
+                       filter_indexes=entry.filter_indexes)
+
+
+class NodeAgent:
+    def __init__(self, node_name: str, backend: GpuBackend, store: ClusterStore, plugin_dir: str,
+                 mig_parted: Sequence[str] = ("nvidia-mig-parted",), config: AgentConfig | None = None) -> None:
+        self.node = node_name
+        self.backend = backend
+        self.store = store
+        self.plugin_dir = os.path.abspath(plugin_dir)
+        self.config = config or AgentConfig()
+        self.socket_path = os.path.join(self.plugin_dir, self.config.socket_name)
+        self.kubelet_socket = os.path.join(self.plugin_dir, KUBELET_SOCKET)
+        self.runner = MigPartedRunner(mig_parted, self.config.migparted_timeout_s, backend.migparted_env(),
+                                      self.config.migparted_debug)
+        self.applier = LayoutApplier(node_name, backend, self.runner, self.config.config_dir,
+                                     self.config.migparted_assert)
+        self.allocator = Allocator(
+            node_name, self.config.mode, backend, store, self.applier,
+            HamiCoreSettings(self.config.hook_path, self.config.create_host_dirs, self.config.memory_scaling),
+            self.refresh)
+        self._cond = threading.Condition()
+        self._devices: tuple[tuple[str, bool], ...] = ()
+        self._version = 0
+        self._gpus: tuple[GpuInfo, ...] = ()
+        self._published: str | None = None
+        self._alloc_lock = threading.Lock()
+        self._refresh_lock = threading.Lock()
+        self._server: PluginServer | None = None
+        self._kubelet_key: tuple[int, int, int] | None = None
+        self._registered = False
+        self._next_register = 0.0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.registrations = 0  # successful Register calls (tests, metrics)
+        self.allocations = 0
+        self.failures = 0
+        self.last_error: str | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        """Read the GPUs, publish the registration, start serving and registering (non-blocking)."""
+        if self._thread is not None:
+            return
+        self._stop.clear()
+        self.refresh()
+        self._thread = threading.Thread(target=self._loop, name=f"dynamig-agent-{self.node}", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+        self._stop_server()
+        self._registered = False
+        self.applier.close()
+
+    def _stop_server(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            server.stopped.set()
+            with self._cond:  # wake ListAndWatch streams so they end before the grace period
+                self._cond.notify_all()
+            server.stop()
+
+    def __enter__(self) -> NodeAgent:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def registered(self) -> bool:
+        return self._registered
+
+    def wait_registered(self, count: int = 1, timeout: float = 10.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.registrations >= count and self._registered:
+                return True
+            time.sleep(0.02)
+        return False
+
+    def _loop(self) -> None:
+        next_refresh = time.monotonic() + self.config.refresh_s
+        while not self._stop.is_set():
+            try:
+                self._watch_kubelet()
+            except Exception:  # keep watching whatever happens
+                log.exception("node %s: kubelet watch failed", self.node)
+            if time.monotonic() >= next_refresh:
+                next_refresh = time.monotonic() + self.config.refresh_s
+                try:
+                    self.refresh()
+                except Exception:
+                    log.exception("node %s: refresh failed", self.node)
+            self._stop.wait(self.config.poll_s)
+
+    def _watch_kubelet(self) -> None:
+        try:
+            st = os.stat(self.kubelet_socket)
+        except FileNotFoundError:
+            if self._registered:
+                log.warning("node %s: kubelet socket %s vanished; waiting for kubelet", self.node, self.kubelet_socket)
+            self._registered = False
+            return
+        key = (st.st_ino, st.st_ctime_ns, st.st_mtime_ns)
+        own_missing = not os.path.exists(self.socket_path)
+        if self._registered and key == self._kubelet_key and not own_missing:
+            return
+        if time.monotonic() < self._next_register:
+            return
+        if self._registered:
+            log.info("node %s: kubelet restarted (%s); re-registering", self.node,
+                     "our socket was deleted" if own_missing else "kubelet.sock recreated")
+        self._registered = False
+        self._stop_server()
+        server = PluginServer(self.socket_path, self, self.config.grpc_workers)
+        server.start()
+        self._server = server
+        try:
+            register(self.kubelet_socket, self.config.socket_name, self.config.resource_name,
+                     self.config.register_timeout_s)
+        except (grpc.RpcError, grpc.FutureTimeoutError) as e:
+            detail = e.details() if isinstance(e, grpc.RpcError) and hasattr(e, "details") else repr(e)
+            log.warning("node %s: Register with kubelet failed: %s; retrying", self.node, detail)
+            self._next_register = time.monotonic() + 1.0
+            return
+        self._kubelet_key = key
+        self._registered = True
+        self.registrations += 1
+        log.info("node %s: registered %s with kubelet (%d device(s))", self.node, self.config.resource_name,
+                 len(self._devices))
+
+    # ------------------------------------------------------------------ GPUs, devices, registration
+    def _visible(self, g: GpuInfo) -> bool:
+        return g.uuid not in self.config.filter_uuids and g.index not in self.config.filter_indexes
+
+    def gpus(self) -> tuple[GpuInfo, ...]:
+        """The last GPU snapshot (every GPU of the node, filtered ones included)."""
+        return self._gpus
+
+    def refresh(self) -> None:
+        """Re-read the backend; update the kubelet device list and the node registration if changed."""
+        with self._refresh_lock:
+            try:
+                gpus = self.backend.gpus()
+            except GpuBackendError as e:
+                log.error("node %s: cannot read GPUs: %s", self.node, e)
+                return
+            self._gpus = gpus
+            reg = self.registration(gpus)
+            # kubelet sees the GPUs the node publishes, with the same health
+            devices = tuple((f"{g.uuid}-{i}", g.health) for g in reg.gpus for i in range(self.config.split))
+            with self._cond:
+                if devices != self._devices:
+                    self._devices = devices
+                    self._version += 1
+                    self._cond.notify_all()
+            self._publish(reg)
+
+    def registration(self, gpus: Sequence[GpuInfo] | None = None) -> NodeRegistration:
+        """What this node publishes in ``dynamig.io/node-gpus``."""
+        out: list[Gpu] = []
+        names: list[str] = []
+        mode = self.config.mode
+        for g in gpus if gpus is not None else self._gpus:
+            if not self._visible(g):
+                continue
+            m = match_nvml_name(g.name)
+            if m is None:
+                try:
+                    m = model(g.name)
+                except DynamigError:
+                    log.warning("node %s: GPU %d (%s) is not in the catalog; not published", self.node, g.index,
+                                g.name)
+                    continue
+            health = g.health
+            if mode is NodeMode.MIG and not g.mig_capable:
+                log.warning("node %s: GPU %d (%s) is not MIG-capable; not published on a mig node", self.node,
+                            g.index, g.name)
+                continue
+            if mode is NodeMode.HAMI_CORE and g.mig_enabled:
+                health = False  # HAMi-core cannot share a MIG-enabled GPU
+            instances = tuple(
+                MigInstance(Slot(d.profile, d.start), None, d.uuid) for d in g.instances if m.has_profile(d.profile)
+            ) if mode is NodeMode.MIG else ()
+            memory = g.memory_mib
+            if mode is NodeMode.HAMI_CORE and self.config.memory_scaling != 1:
+                memory = int(memory * self.config.memory_scaling)
+            out.append(Gpu(g.uuid, g.index, m.name, mode, memory, self.config.split, health, instances))
+            names.append(g.name)
+        return NodeRegistration(mode, tuple(out), tuple(names))
+
+    def _publish(self, reg: NodeRegistration) -> None:
+        raw = encode_node(reg)
+        try:
+            node = self.store.get_node(self.node)
+            current = (node.get("metadata", {}).get("annotations") or {}).get(NODE_GPUS)
+            if current != raw:
+                self.store.patch_node_annotations(self.node, {NODE_GPUS: raw})
+                log.info("node %s: published %s", self.node, NODE_GPUS)
+            self._published = raw
+        except NotFound:
+            log.warning("node %s: node object not found; registration not published yet", self.node)
+        except Exception as e:  # a store outage must not stop the agent
+            log.warning("node %s: publishing %s failed: %s", self.node, NODE_GPUS, e)
+
+    # ------------------------------------------------------------------ PluginBackend (for the servicer)
+    def device_list(self) -> tuple[int, Sequence[tuple[str, bool]]]:
+        with self._cond:
+            return self._version, self._devices
+
+    def wait_devices(self, version: int, timeout: float) -> int:
+        with self._cond:
+            server = self._server
+            if self._version == version and not self._stop.is_set() and not (server and server.stopped.is_set()):
+                self._cond.wait(timeout)
+            return self._version
+
+    def preferred(self, available: Sequence[str], must: Sequence[str], size: int) -> list[str]:
+        """Must-include first, then replicas of the GPUs the waiting pod was planned on, then spread."""
+        chosen = list(dict.fromkeys(must))[:size]
+        wanted: list[str] = []
+        try:
+            target = find_pod(self.store, self.node, size)
+            wanted = [u.gpu for u in target.units]
+        except (AllocationError, DynamigError):
+            pass
+        except Exception:
+            log.debug("preferred allocation: no pod context", exc_info=True)
+        pool = [d for d in available if d not in chosen]
+        for gpu in wanted:
+            if len(chosen) >= size:
+                break
+            for d in pool:
+                if d.startswith(gpu + "-") and d not in chosen:
+                    chosen.append(d)
+                    break
+        for d in sorted(pool):
+            if len(chosen) >= size:
+                break
+            if d not in chosen:
+                chosen.append(d)
+        return chosen
+
+    def allocate(self, device_ids: Sequence[str]) -> Any:
+        known = {d for d, _ in self._devices}
+        unknown = [d for d in device_ids if d not in known]
+        if unknown:
+            raise PluginAbort(grpc.StatusCode.INVALID_ARGUMENT, f"unknown device ID(s) {unknown} on node {self.node}")
+        with self._alloc_lock:
+            target: PodTarget | None = None
+            try:
+                target = find_pod(self.store, self.node, len(device_ids))
+                resp = self.allocator.serve(target)
+                self._record_success(target, resp)
+            except AllocationError as e:
+                self._record_failure(e.reason, e.pod or (target.key if target is not None else None))
+                raise PluginAbort(grpc.StatusCode.FAILED_PRECONDITION, e.reason) from e
+            except Exception as e:
+                log.exception("node %s: Allocate failed", self.node)
+                self._record_failure(f"internal error: {e}", target.key if target is not None else None)
+                raise PluginAbort(grpc.StatusCode.INTERNAL, f"dynamig device plugin: internal error: {e}") from e
+        self.allocations += 1
+        return to_proto(resp)
+
+    def _record_success(self, target: PodTarget, resp: ContainerResponse) -> None:
+        done = (*target.allocated, *resp.served)
+        patch: dict[str, str | None] = {POD_ALLOCATED: encode_allocated(done), POD_ALLOC_ERROR: None}
+        if target.last_container:
+            patch[POD_BIND_PHASE] = PHASE_SUCCESS
+        self.store.patch_pod_annotations(target.namespace, target.name, patch)
+        log.info("node %s: allocated %s container #%d: %s", self.node, target.key, target.container_index,
+                 resp.envs.get("NVIDIA_VISIBLE_DEVICES"))
+        if target.last_container:
+            nodelock.release(self.store, self.node, target.key)
+
+    def _record_failure(self, reason: str, pod: str | None) -> None:
+        self.failures += 1
+        self.last_error = reason
+        log.warning("node %s: Allocate refused%s: %s", self.node, f" for {pod}" if pod else "", reason)
+        if pod is not None:
+            ns, name = pod.split("/", 1)
+            try:
+                self.store.patch_pod_annotations(ns, name, {POD_BIND_PHASE: PHASE_FAILED, POD_ALLOC_ERROR: reason})
+            except Exception as e:
+                log.warning("node %s: cannot mark %s failed: %s", self.node, pod, e)
+            try:
+                nodelock.release(self.store, self.node, pod)
+            except Exception as e:
+                log.warning("node %s: cannot release the node lock of %s: %s", self.node, pod, e)
+        self.refresh()
+
+
+def to_proto(resp: ContainerResponse) -> Any:
+    return api_pb2.ContainerAllocateResponse(
+        envs=resp.envs,
+        mounts=[api_pb2.Mount(container_path=m.container_path, host_path=m.host_path, read_only=m.read_only)
+                for m in resp.mounts],
+        annotations=resp.annotations,
+    )

@@ -1,0 +1,1 @@
+"""Test fakes (a fake Kubernetes API server, ...)."""
