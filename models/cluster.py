@@ -141,6 +141,15 @@ def _hold_allocation(node: Node, a: PodAllocation, problems: list[StateProblem])
             problems.append(StateProblem(f"pod {a.pod}", f"layout for unknown GPU {ch.gpu} on {node.name}"))
             continue
         if g.layout != ch.layout:
+            if ch.incremental:
+                kept = set(ch.layout)
+                if any(not i.free and i.slot not in kept for i in g.instances):
+                    problems.append(StateProblem(f"pod {a.pod}", f"GPU {node.name}/{g.index}: incremental layout "
+                                                                 "would remove a held instance"))
+                    continue
+                old = {i.slot: i for i in g.instances}
+                gpus[ch.gpu] = replace(g, instances=tuple(old.get(s) or MigInstance(s) for s in ch.layout))
+                continue
             if g.busy:
                 problems.append(StateProblem(f"pod {a.pod}", f"GPU {node.name}/{g.index} is busy; "
                                                              "its reserved layout cannot apply"))

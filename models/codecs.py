@@ -163,7 +163,8 @@ def encode_allocation(a: PodAllocation) -> str:
         for u in a.units
     ]
     layouts = [
-        {"gpu": c.gpu, "slots": [[s.profile, s.start] for s in c.layout], "template": c.template_index}
+        {"gpu": c.gpu, "slots": [[s.profile, s.start] for s in c.layout], "template": c.template_index,
+         **({"incremental": True} if c.incremental else {})}
         for c in a.layouts
     ]
     return _dumps({"v": VERSION, "pod": a.pod, "node": a.node, "units": units, "layouts": layouts})
@@ -221,7 +222,7 @@ def decode_allocation(raw: str) -> PodAllocation:
         tpl = c.get("template")
         layouts.append(
             LayoutChange(node, _get(c, "gpu", str, key), _layout(c.get("slots"), key),
-                         tpl if isinstance(tpl, int) else None)
+                         tpl if isinstance(tpl, int) else None, c.get("incremental") is True)
         )
     return PodAllocation(pod, node, tuple(units), tuple(layouts))
 

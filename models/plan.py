@@ -37,12 +37,20 @@ class UnitAssignment:
 
 @dataclass(frozen=True)
 class LayoutChange:
-    """Re-partition an idle MIG GPU to ``layout``."""
+    """Re-partition an idle MIG GPU to ``layout``.
+
+    ``incremental`` (HAMi v2.10 style): instead of re-partitioning the whole GPU, create and destroy
+    individual *free* instances so that the GPU ends with ``layout``; every held instance stays
+    untouched (it must be in ``layout``), so the GPU may be busy. Such a layout is a set of
+    per-placement instances, not a template. Realising it needs per-instance NVML create/destroy,
+    not a whole-GPU ``mig-parted apply``.
+    """
 
     node: str
     gpu: str
     layout: Layout
     template_index: int | None = None
+    incremental: bool = False
 
 
 @dataclass(frozen=True)
@@ -106,13 +114,21 @@ def apply_plan(state: ClusterState, plan: Plan) -> ClusterState:
         for gpu in node.gpus:
             key = (node.name, gpu.uuid)
             if key in changes:
-                gpu = gpu.with_layout(changes[key].layout)
+                ch = changes[key]
+                gpu = _grow(gpu, ch.layout) if ch.incremental else gpu.with_layout(ch.layout)
             units = by_gpu.get(key, [])
             if units:
                 gpu = _hold(gpu, units)
             gpus.append(gpu)
         nodes.append(replace(node, gpus=tuple(gpus)))
     return state.with_nodes(tuple(nodes))
+
+
+def _grow(gpu: Gpu, layout: Layout) -> Gpu:
+    """An incremental change: instances kept in ``layout`` stay as they are (holder, UUID); the
+    others go; new slots come in free."""
+    old = {i.slot: i for i in gpu.instances}
+    return replace(gpu, instances=tuple(old.get(s) or MigInstance(s) for s in layout))
 
 
 def _hold(gpu: Gpu, units: list[UnitAssignment]) -> Gpu:

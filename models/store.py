@@ -193,7 +193,8 @@ def _check_rv(obj: Obj, rv: str | None, what: str) -> None:
 
 
 def _merge(obj: Obj, annotations: Mapping[str, str | None]) -> None:
-    ann = obj["metadata"].setdefault("annotations", {})
+    ann = obj["metadata"].get("annotations") or {}  # a manifest may say `annotations: null`
+    obj["metadata"]["annotations"] = ann
     for k, v in annotations.items():
         if v is None:
             ann.pop(k, None)

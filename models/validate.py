@@ -49,6 +49,7 @@ def validate(
 
     # ---- layout changes
     new_layout: dict[tuple[str, str], Layout] = {}
+    incremental: set[tuple[str, str]] = set()
     for ch in plan.layout_changes:
         key = (ch.node, ch.gpu)
         where = f"node {ch.node} GPU {ch.gpu}"
@@ -69,16 +70,23 @@ def validate(
         problems = layout_problems(gpu.gpu_model, ch.layout)
         if problems:
             bad("layout-invalid", f"{where}: {'; '.join(problems)}")
-        if gpu.busy:
+        if ch.incremental:
+            kept = set(ch.layout)
+            lost = sorted(f"{i.slot} ({i.holder})" for i in gpu.instances if not i.free and i.slot not in kept)
+            if lost:
+                bad("layout-busy", f"{where}: incremental change removes held instance(s) {', '.join(lost)}")
+        elif gpu.busy:
             holders = sorted(i.holder or "" for i in gpu.instances if not i.free)
             bad("layout-busy", f"{where}: re-partitioned while held by {', '.join(holders)}")
-        if templates is not None and not state.layouts_any:
+        if templates is not None and not state.layouts_any and not ch.incremental:
             idx = _template_index(templates, gpu.gpu_model, ch.layout)
             if idx is None:
                 bad("layout-not-template", f"{where}: layout is not one of the configured templates")
             elif ch.template_index is not None and ch.template_index != idx:
                 bad("template-index", f"{where}: template_index {ch.template_index} but layout is template {idx}")
         new_layout[key] = ch.layout
+        if ch.incremental:
+            incremental.add(key)
 
     # ---- units
     held: dict[tuple[str, str, object], str] = {}
@@ -103,7 +111,7 @@ def validate(
         share_gpus_per_container: dict[int, set[str]] = {}
         for u in pl.units:
             _check_unit(state, plan, req, containers, u, new_layout, held, shares_planned,
-                        share_gpus_per_container, bad)
+                        share_gpus_per_container, bad, incremental)
     return out
 
 
@@ -118,6 +126,7 @@ def _check_unit(
     shares_planned: dict[tuple[str, str], list[tuple[int, int]]],
     share_gpus: dict[int, set[str]],
     report: Callable[[str, str], None],
+    incremental: set[tuple[str, str]] | None = None,
 ) -> None:
     where = f"{u.pod} container {u.container_index} unit {u.unit}"
     c = containers.get(u.container_index)
@@ -150,6 +159,9 @@ def _check_unit(
             if u.slot not in new_layout[key]:
                 report("instance-missing", f"{where}: {u.slot} is not in the new layout of GPU {gpu.index}")
                 return
+            kept = gpu.instance(u.slot) if incremental and key in incremental else None
+            if kept is not None and not kept.free:
+                report("instance-held", f"{where}: {u.slot} on {u.node}/{gpu.index} is held by {kept.holder}")
         else:
             inst = gpu.instance(u.slot)
             if inst is None:

@@ -1,0 +1,217 @@
+"""Per-configuration tables, built once and cached: objective weights, per-model layout options,
+per-GPU-class summaries. Everything here depends on the configuration and the catalog only."""
+
+from __future__ import annotations
+
+import itertools
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from models.catalog import GpuModel, model
+from models.errors import CatalogError
+from models.layouts import Layout, enumerate_layouts
+from models.types import Gpu, NodeMode
+
+from .config import OBJECTIVES, PlannerConfig
+from .costs import PERMILLE, mig_frag, mig_usage, share_frag, share_usage
+
+#: The cost components every candidate carries, in this fixed order.
+COMPONENTS: tuple[str, ...] = ("reconfigurations", "template_order", "fragmentation", "policy", "waste")
+#: Radix of the lexicographic encoding: every component's sum stays far below RADIX / 2.
+RADIX = 1 << 52
+#: policy = node term x NODE_POLICY_MULT + GPU term (decimal, so a person can read both terms).
+NODE_POLICY_MULT = 10**7
+
+Counts = tuple[tuple[str, int], ...]
+
+#: Entries the caches may hold before :meth:`Context.trim` drops them.
+CACHE_LIMIT = 400_000
+
+
+def counts_of(profiles: Iterable[str]) -> Counts:
+    return tuple(sorted(Counter(profiles).items()))
+
+
+@dataclass(frozen=True)
+class LayoutOption:
+    """A layout an idle GPU may be re-partitioned to: ``rank`` orders them (templates first)."""
+
+    rank: int
+    layout: Layout
+    template_index: int | None
+    counts: Counts
+
+
+@dataclass
+class ModelInfo:
+    gpu_model: GpuModel
+    pm: dict[str, int]  # profile -> per-mille of the GPU's memory slices
+    options: tuple[LayoutOption, ...]
+    servable: frozenset[int]  # workload demands some option serves
+    template_of: dict[Layout, int]  # exact template layout -> template index
+
+
+@dataclass
+class ClassInfo:
+    """What the planner needs of one GPU class (identical GPUs collapse into one)."""
+
+    key: tuple[Any, ...]
+    kind: str  # "mig" | "share" | "unknown"
+    gpu: Gpu  # a representative
+    model_info: ModelInfo | None = None
+    layout: dict[str, int] = field(default_factory=dict)
+    held: dict[str, int] = field(default_factory=dict)
+    free: dict[str, int] = field(default_factory=dict)
+    frag: int = 0
+    usage: int = 0
+    uid: int = 0  # small integer id, for cheap cache keys
+
+    @property
+    def idle(self) -> bool:
+        return self.kind == "mig" and not any(self.held.values())
+
+
+def gpu_class_key(g: Gpu) -> tuple[Any, ...]:
+    if g.mode is NodeMode.MIG:
+        lay = counts_of(i.slot.profile for i in g.instances)
+        held = counts_of(i.slot.profile for i in g.instances if i.holder is not None)
+        return ("mig", g.model, lay, held, g.health)
+    excl = any(s.cores >= 100 for s in g.shares)
+    return ("share", g.model, g.memory_mib, g.split, len(g.shares), g.used_memory_mib, g.used_cores, excl,
+            g.health)
+
+
+class Context:
+    """Tables for one (configuration, layouts-any) pair."""
+
+    def __init__(self, config: PlannerConfig, layouts_any: bool) -> None:
+        self.config = config
+        self.layouts_any = layouts_any
+        self.workload = tuple(config.workload)
+        self.weights = self._weights(config.objective)
+        self._models: dict[str, ModelInfo | None] = {}
+        self._classes: dict[tuple[Any, ...], ClassInfo] = {}
+        self._ids: dict[Any, int] = {}
+        self._next = itertools.count(1)  # ids are never reused, even after a trim
+        self.cache: dict[Any, Any] = {}  # pattern tables, per-node views and other derived tables
+
+    def trim(self, limit: int = CACHE_LIMIT) -> None:
+        """Forget every derived table when the caches grow past ``limit`` entries (a long-running
+        extender sees ever new GPU usages and pod shapes). Safe between and during calls: ids are
+        never reused, so a stale id can never name a new object."""
+        if len(self.cache) + len(self._ids) + len(self._classes) > limit:
+            self.cache = {}
+            self._ids = {}
+            self._classes = {}
+
+    @staticmethod
+    def _weights(objective: tuple[str, ...]) -> tuple[int, ...]:
+        levels = [o for o in objective if o != "placed"]
+        w = {name: RADIX ** (len(levels) - 1 - i) for i, name in enumerate(levels)}
+        return tuple(w.get(c, 0) for c in COMPONENTS)
+
+    def encode(self, comps: tuple[int, ...]) -> int:
+        return sum(c * w for c, w in zip(comps, self.weights, strict=True))
+
+    # ---- models
+    def model_info(self, name: str) -> ModelInfo | None:
+        if name in self._models:
+            return self._models[name]
+        try:
+            m = model(name)
+        except CatalogError:
+            self._models[name] = None
+            return None
+        info = self._build_model(m) if m.mig_capable else ModelInfo(m, {}, (), frozenset(), {})
+        self._models[name] = info
+        return info
+
+    def _build_model(self, m: GpuModel) -> ModelInfo:
+        pm = {p.name: p.memory_slices * PERMILLE // m.memory_slices for p in m.profiles}
+        opts: list[LayoutOption] = []
+        seen: set[Layout] = set()
+        template_of: dict[Layout, int] = {}
+        for t in self.config.templates.template_layouts(m):
+            template_of.setdefault(t.layout, t.index)
+            if t.layout in seen:
+                continue
+            seen.add(t.layout)
+            opts.append(LayoutOption(t.index, t.layout, t.index, counts_of(s.profile for s in t.layout)))
+        if self.layouts_any:
+            # after the templates, smallest largest-instance first, then more instances: first match
+            # then picks the finest layout that serves, as the default tables do (small to large)
+            base = max((o.rank for o in opts), default=-1) + 1
+            extra = sorted(enumerate_layouts(m.name, maximal_only=True),
+                           key=lambda lay: (max(m.profile(s.profile).memory_slices for s in lay), -len(lay), lay))
+            for i, lay in enumerate(extra):
+                if lay not in seen:
+                    seen.add(lay)
+                    opts.append(LayoutOption(base + i, lay, None, counts_of(s.profile for s in lay)))
+        servable = frozenset(
+            d for d, _ in self.workload if any(pm[s.profile] >= d for o in opts for s in o.layout)
+        )
+        return ModelInfo(m, pm, tuple(opts), servable, template_of)
+
+    # ---- GPU classes
+    def class_info(self, key: tuple[Any, ...], g: Gpu) -> ClassInfo:
+        info = self._classes.get(key)
+        if info is None:
+            info = self._build_class(key, g)
+            info.uid = next(self._next)
+            self._classes[key] = info
+        return info
+
+    def intern(self, obj: Any) -> int:
+        """A small integer standing for ``obj`` (hash it once, then compare ints)."""
+        got = self._ids.get(obj)
+        if got is None:
+            got = next(self._next)
+            self._ids[obj] = got
+        return got
+
+    def _build_class(self, key: tuple[Any, ...], g: Gpu) -> ClassInfo:
+        mi = self.model_info(g.model)
+        if mi is None:
+            return ClassInfo(key, "unknown", g)
+        if key[0] == "mig":
+            if not mi.gpu_model.mig_capable:
+                return ClassInfo(key, "unknown", g, mi)
+            layout = dict(key[2])
+            held = dict(key[3])
+            if any(p not in mi.pm for p in layout):
+                return ClassInfo(key, "unknown", g, mi)
+            free = {p: n - held.get(p, 0) for p, n in layout.items() if n - held.get(p, 0) > 0}
+            frag = mig_frag(mi.pm, layout, held, mi.servable, self.workload)
+            return ClassInfo(key, "mig", g, mi, layout, held, free, frag, mig_usage(mi.pm, held))
+        excl = bool(key[7])
+        frag = share_frag(g.memory_mib, g.used_memory_mib, len(g.shares), g.split, g.used_cores, excl,
+                          self.workload)
+        return ClassInfo(key, "share", g, mi, frag=frag, usage=share_usage(g.memory_mib, g.used_memory_mib))
+
+    def mig_frag_after(self, mi: ModelInfo, layout: dict[str, int], held: dict[str, int]) -> int:
+        key = ("frag", mi.gpu_model.name, tuple(sorted(layout.items())), tuple(sorted(held.items())))
+        got = self.cache.get(key)
+        if got is None:
+            got = mig_frag(mi.pm, layout, held, mi.servable, self.workload)
+            self.cache[key] = got
+        return got  # type: ignore[no-any-return]
+
+
+_CONTEXTS: dict[tuple[PlannerConfig, bool], Context] = {}
+
+
+def context_for(config: PlannerConfig, layouts_any: bool) -> Context:
+    key = (config, layouts_any)
+    ctx = _CONTEXTS.get(key)
+    if ctx is None:
+        if len(_CONTEXTS) > 32:
+            _CONTEXTS.clear()
+        ctx = Context(config, layouts_any)
+        _CONTEXTS[key] = ctx
+    return ctx
+
+
+__all__ = ["COMPONENTS", "NODE_POLICY_MULT", "OBJECTIVES", "ClassInfo", "Context", "LayoutOption", "ModelInfo",
+           "context_for", "counts_of", "gpu_class_key"]

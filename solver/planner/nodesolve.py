@@ -1,0 +1,222 @@
+"""The per-node subproblem, solved exactly.
+
+For one node and one pod: choose, for each GPU class of the node, how many of its GPUs take each
+pattern (see :mod:`.patterns`) so that every unit of every container is placed, minimising the
+lexicographic cost. This is a small integer program (class counts x patterns); it is solved by
+dynamic programming over unit-count vectors (min-plus convolution over classes), which is exact and
+costs microseconds, where a CP-SAT call costs a millisecond or more. The same model, over all nodes
+at once, is what :mod:`.batch` gives CP-SAT.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from models.requests import ContainerRequest, PodRequest, gpu_allowed
+from models.types import Node
+
+from .context import NODE_POLICY_MULT, Context
+from .costs import PERMILLE
+from .patterns import Pattern, Radix, copies, radix, table
+from .reasons import explain
+from .shapes import Shape
+from .unitcost import best_unit
+from .views import GpuGroup, NodeView, build_view
+
+
+@dataclass(frozen=True)
+class NodeResult:
+    node: str
+    cost: int | None  # encoded lexicographic cost; None = the pod cannot go here
+    comps: tuple[int, ...] = ()
+    choice: tuple[tuple[GpuGroup, tuple[Pattern, ...]], ...] = ()  # per group: one pattern per GPU used
+    reason: str | None = None
+
+
+def node_cost(shape: Shape, view: NodeView) -> int:
+    return PERMILLE - view.usage if shape.node_policy == "binpack" else view.usage
+
+
+@dataclass(frozen=True)
+class Query:
+    """One pod's request with its interned cache keys."""
+
+    pod: PodRequest
+    shape: Shape
+    containers: tuple[ContainerRequest, ...]
+    rkey: int  # per-node result key (shape without node policy)
+    fkey: int  # class eligibility key (mode and type filters)
+    ckey: int  # pattern-table key (the containers' requests)
+    units: dict[int, Pattern | None] = field(default_factory=dict, compare=False, hash=False)  # per class
+
+
+def make_query(ctx: Context, pod: PodRequest) -> Query:
+    from .shapes import gpu_containers, shape_of
+
+    shape = shape_of(pod)
+    return Query(pod, shape, gpu_containers(pod), ctx.intern(shape.node_free), ctx.intern(shape.filter_key),
+                 ctx.intern(shape.containers))
+
+
+def _allowed(ctx: Context, group: GpuGroup, q: Query) -> str | None:
+    key = ("allowed", group.info.uid, q.fkey)
+    hit = ctx.cache.get(key, False)
+    if hit is False:
+        hit = gpu_allowed(q.pod, group.gpus[0])
+        ctx.cache[key] = hit
+    return hit  # type: ignore[no-any-return]
+
+
+def solve_node(ctx: Context, view: NodeView, q: Query) -> NodeResult:
+    """The node's best placement of the pod (cost and components include the node policy term)."""
+    res = view.results.get(q.rkey)
+    if res is None:
+        if q.shape.uuid_filtered:
+            pod = q.pod
+            v = build_view(ctx, view.node, split=lambda g: gpu_allowed(pod, g) is None)
+            res = _solve(ctx, v, view.node, q, per_gpu=True)
+        else:
+            res = _solve(ctx, view, view.node, q, per_gpu=False)
+        view.results[q.rkey] = res
+    if res.cost is None:
+        return res
+    extra = node_cost(q.shape, view) * NODE_POLICY_MULT
+    if not extra:
+        return res
+    comps = _plus(res.comps, extra)
+    return NodeResult(res.node, res.cost + extra * ctx.weights[3], comps, res.choice)
+
+
+def _solve(ctx: Context, view: NodeView, node: Node, q: Query, per_gpu: bool) -> NodeResult:
+    pod, shape, containers = q.pod, q.shape, q.containers
+    n = shape.counts
+    if n == (1,):  # one unit: the best single pattern over the node's classes
+        best1: tuple[int, GpuGroup, Pattern] | None = None
+        memo = q.units
+        for gr in view.groups:
+            if per_gpu:
+                if gr.info.key[-1] is False or gpu_allowed(pod, gr.gpus[0]) is not None:
+                    continue
+                got = best_unit(ctx, gr.info, containers[0], shape.gpu_policy)
+                pat = got[0] if got is not None else None
+            else:
+                uid = gr.info.uid
+                if uid in memo:
+                    pat = memo[uid]
+                else:
+                    pat = None
+                    if _allowed(ctx, gr, q) is None:
+                        got = best_unit(ctx, gr.info, containers[0], shape.gpu_policy)
+                        pat = got[0] if got is not None else None
+                    memo[uid] = pat
+            if pat is not None and (best1 is None or pat.cost < best1[0]):
+                best1 = (pat.cost, gr, pat)
+        if best1 is None:
+            return NodeResult(node.name, None)
+        return NodeResult(node.name, best1[2].cost, best1[2].comps, ((best1[1], (best1[2],)),))
+    rdx = radix(ctx, n)
+    usable: list[tuple[GpuGroup, Any]] = []
+    for gr in view.groups:
+        if per_gpu:
+            if gr.info.key[-1] is False:
+                continue
+            if gpu_allowed(pod, gr.gpus[0]) is not None:
+                continue
+        elif _allowed(ctx, gr, q) is not None:
+            continue
+        t = table(ctx, gr.info, containers, n, shape.gpu_policy, q.ckey)
+        if t.patterns:
+            usable.append((gr, t))
+    cur: list[tuple[int, tuple[tuple[int, tuple[int, ...]], ...]] | None] = [None] * rdx.size
+    cur[0] = (0, ())
+    for gi, (gr, t) in enumerate(usable):
+        cp = copies(t, len(gr.gpus), rdx)
+        cur = _convolve(cur, cp, gi, rdx)
+    final = cur[rdx.full]
+    if final is None:
+        return NodeResult(node.name, None)
+    choice = []
+    comps: tuple[int, ...] = (0, 0, 0, 0, 0)
+    for gi, pids in final[1]:
+        gr, t = usable[gi]
+        pats = tuple(t.patterns[i] for i in pids)
+        for p in pats:
+            comps = _add(comps, p.comps)
+        choice.append((gr, pats))
+    return NodeResult(node.name, final[0], comps, tuple(choice))
+
+
+def reason_for(ctx: Context, view: NodeView, q: Query) -> str:
+    """Why the pod cannot go on this node (cached with the node's answers)."""
+    key = ("why", q.rkey)
+    why = view.results.get(key)
+    if why is None:
+        why = explain(ctx, view, view.node, q.pod, q.containers, q.shape.uuid_filtered)
+        view.results[key] = why
+    return why  # type: ignore[no-any-return]
+
+
+def quick_costs(ctx: Context, views: list[NodeView], q: Query) -> list[tuple[int, int] | None]:
+    """Per node, for a one-container pod without UUID filters: (cost of the node's best GPU for one
+    unit, how many units the node's GPUs can host). For a one-unit pod the cost is exactly what
+    :func:`solve_node` gives (computed per class instead of per node); for more units it ranks nodes
+    cheaply before the exact per-node solve."""
+    per_class: dict[int, tuple[int, int] | None] = {}
+    weight = ctx.weights[3] * NODE_POLICY_MULT
+    c0 = q.containers[0]
+    policy = q.shape.gpu_policy
+    out: list[tuple[int, int] | None] = []
+    for view in views:
+        best: int | None = None
+        cap = 0
+        for gr in view.groups:
+            uid = gr.info.uid
+            if uid in per_class:
+                c = per_class[uid]
+            else:
+                c = None
+                if _allowed(ctx, gr, q) is None:
+                    got = best_unit(ctx, gr.info, c0, policy)
+                    if got is not None:
+                        c = (got[0].cost, got[1])
+                per_class[uid] = c
+            if c is not None:
+                cap += c[1] * len(gr.gpus)
+                if best is None or c[0] < best:
+                    best = c[0]
+        out.append(None if best is None else (best + node_cost(q.shape, view) * weight, cap))
+    return out
+
+
+def _convolve(cur: list[tuple[int, tuple[tuple[int, tuple[int, ...]], ...]] | None],
+              cp: list[tuple[int, tuple[int, ...]] | None], gi: int, rdx: Radix
+              ) -> list[tuple[int, tuple[tuple[int, tuple[int, ...]], ...]] | None]:
+    out = list(cur)
+    for i, a in enumerate(cur):
+        if a is None:
+            continue
+        row = rdx.add[i] if rdx.add else None
+        for j in range(1, len(cp)):
+            b = cp[j]
+            if b is None:
+                continue
+            k = row[j] if row is not None else rdx._add(i, j)
+            if k < 0:
+                continue
+            c = a[0] + b[0]
+            old = out[k]
+            if old is None or c < old[0]:
+                out[k] = (c, (*a[1], (gi, b[1])))
+    return out
+
+
+def _plus(comps: tuple[int, ...], policy_extra: int) -> tuple[int, ...]:
+    return (comps[0], comps[1], comps[2], comps[3] + policy_extra, comps[4])
+
+
+def _add(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(x + y for x, y in zip(a, b, strict=True))
+
+
+__all__ = ["NodeResult", "Query", "Radix", "make_query", "node_cost", "quick_costs", "reason_for", "solve_node"]

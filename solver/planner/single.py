@@ -1,0 +1,60 @@
+"""The single-pod (extender) path: decompose per node, solve each node exactly, take the best.
+
+Nodes are independent once the pod's node is fixed (all units on one node), so the lexicographic
+optimum over the cluster is the best of the per-node optima. Per-node answers are cached by node
+identity and pod shape, so a query after a placement re-solves only the node that changed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from models.requests import PodRequest
+from models.types import ClusterState
+
+from .context import Context
+from .nodesolve import NodeResult, make_query, reason_for, solve_node
+from .views import node_view
+
+
+@dataclass
+class SingleOutcome:
+    best: NodeResult | None
+    reasons: list[tuple[str, str]]
+    complete: bool  # every candidate node was solved
+    fallback: bool  # the budget ran out before any feasible node; the first feasible one was taken
+
+
+def candidate_nodes(state: ClusterState, nodes: Sequence[str] | None) -> tuple[list[str], list[tuple[str, str]]]:
+    if nodes is None:
+        return sorted(n.name for n in state.nodes), []
+    names = sorted(set(nodes))
+    known = [n for n in names if state.has_node(n)]
+    return known, [(n, "unknown node (not in the cluster state)") for n in names if not state.has_node(n)]
+
+
+def solve_single(ctx: Context, state: ClusterState, pod: PodRequest, names: list[str], deadline: float,
+                 explain: bool = True) -> SingleOutcome:
+    q = make_query(ctx, pod)
+    best: NodeResult | None = None
+    reasons: list[tuple[str, str]] = []
+    expired = False
+    for i, name in enumerate(names):
+        view = node_view(ctx, state.node(name))
+        res = solve_node(ctx, view, q)
+        if res.cost is None:
+            if explain:
+                reasons.append((name, reason_for(ctx, view, q)))
+        elif best is None or res.cost < best.cost:  # type: ignore[operator]
+            best = res
+            if expired:
+                return SingleOutcome(best, reasons, False, True)
+        if not expired and time.perf_counter() > deadline and i + 1 < len(names):
+            expired = True
+            if best is not None:
+                rest = names[i + 1:]
+                reasons.extend((n, "not evaluated: the planning time budget ran out") for n in rest)
+                return SingleOutcome(best, reasons, False, False)
+    return SingleOutcome(best, reasons, not expired, False)

@@ -1,0 +1,92 @@
+"""The best single unit on one GPU of a class, computed directly (the hot path of one-unit pods and
+of batch candidate ranking). Gives exactly the pattern :mod:`.patterns` would rank first."""
+
+from __future__ import annotations
+
+from models.requests import ContainerRequest
+from models.types import Gpu
+
+from .context import ClassInfo, Context
+from .costs import share_frag
+from .patterns import KEEP, Pattern, gpu_unit_cost
+from .shapes import mig_demand, serving, share_demand
+
+
+def share_fits(g: Gpu, mem: int, cores: int) -> bool:
+    """``models.requests.share_fit_problem(g, mem, cores) is None``, without building messages."""
+    n = len(g.shares)
+    if n >= g.split or g.used_memory_mib + mem > g.memory_mib:
+        return False
+    if cores >= 100 and n > 0:
+        return False
+    if g.used_cores + cores > 100:
+        return False
+    return not any(s.cores >= 100 for s in g.shares)
+
+
+def best_unit(ctx: Context, info: ClassInfo, c: ContainerRequest, gpu_policy: str) -> tuple[Pattern, int] | None:
+    """(best one-unit pattern, how many units of ``c`` one GPU of the class can host), or None."""
+    if info.kind == "mig":
+        assert info.model_info is not None
+        demand = mig_demand(c, info.model_info.gpu_model)
+    elif info.kind == "share":
+        demand = share_demand(c, info.gpu)
+    else:
+        return None
+    key = ("unit", info.uid, demand, gpu_policy)
+    hit = ctx.cache.get(key, False)
+    if hit is not False:
+        return hit  # type: ignore[no-any-return]
+    got = _mig(ctx, info, c, gpu_policy) if info.kind == "mig" else _share(ctx, info, c, gpu_policy)
+    ctx.cache[key] = got
+    return got
+
+
+def _mig(ctx: Context, info: ClassInfo, c: ContainerRequest, gpu_policy: str) -> tuple[Pattern, int] | None:
+    mi = info.model_info
+    assert mi is not None
+    m = mi.gpu_model
+    ok = serving(m, c)
+    req = mig_demand(c, m)[0]
+    unit = gpu_unit_cost(info, gpu_policy)
+    best: Pattern | None = None
+    cap = 0
+    if info.free:
+        cap = sum(n for p, n in info.free.items() if p in ok)
+        for p in sorted(info.free):
+            if p not in ok:
+                continue
+            after = dict(info.held)
+            after[p] = after.get(p, 0) + 1
+            fa = ctx.mig_frag_after(mi, info.layout, after)
+            comps = (0, 0, fa - info.frag, unit, m.profile(p).memory_mib - req)
+            pat = Pattern((1,), 1, KEEP, ((0, p, 1),), comps, ctx.encode(comps))
+            if best is None or pat.cost < best.cost:
+                best = pat
+    if info.idle:
+        for i, o in enumerate(mi.options):
+            lay = dict(o.counts)
+            if lay == info.layout:
+                continue
+            here = sum(n for p, n in o.counts if p in ok)
+            cap = max(cap, here)
+            for p, _ in o.counts:
+                if p not in ok:
+                    continue
+                fa = ctx.mig_frag_after(mi, lay, {p: 1})
+                comps = (1, o.rank, fa - info.frag, unit, m.profile(p).memory_mib - req)
+                pat = Pattern((1,), 1, i, ((0, p, 1),), comps, ctx.encode(comps))
+                if best is None or pat.cost < best.cost:
+                    best = pat
+    return None if best is None else (best, cap)
+
+
+def _share(ctx: Context, info: ClassInfo, c: ContainerRequest, gpu_policy: str) -> tuple[Pattern, int] | None:
+    g = info.gpu
+    mem, cores = share_demand(c, g)
+    if not share_fits(g, mem, cores):
+        return None
+    fa = share_frag(g.memory_mib, g.used_memory_mib + mem, len(g.shares) + 1, g.split, g.used_cores + cores,
+                    cores >= 100, ctx.workload)
+    comps = (0, 0, fa - info.frag, gpu_unit_cost(info, gpu_policy), 0)
+    return Pattern((1,), 1, KEEP, ((0, "", 1),), comps, ctx.encode(comps)), 1
