@@ -26,7 +26,7 @@ COMMANDS_ALL = (
     "deviceplugin",
     "hwcheck",
 )
-COMMANDS = tuple(c for c in COMMANDS_ALL if c in ("catalog", "validate_config", "demo", "plan", "bench", "deviceplugin", "hwcheck"))  # TODO(lead): all, once landed
+COMMANDS = tuple(c for c in COMMANDS_ALL if c in ("catalog", "validate_config", "demo", "plan", "bench", "deviceplugin", "hwcheck", "extender"))  # TODO(lead): all, once landed
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -43,7 +43,7 @@ EXPECTED_RBAC: dict[str, dict[tuple[str, str], set[str]]] = {
         ("", "pods"): {"get", "list", "watch", "patch"},
         ("", "pods/binding"): {"create"},
         ("", "nodes"): {"get", "list", "watch", "patch"},
-        ("", "events"): {"create"},
+        ("", "namespaces"): {"get"},
         ("coordination.k8s.io", "leases"): {"get", "create", "update"},
     },
     # kube-scheduler's own rules: its leader-election Lease in the release namespace. Everything else
@@ -53,7 +53,7 @@ EXPECTED_RBAC: dict[str, dict[tuple[str, str], set[str]]] = {
     },
     "device-plugin": {
         ("", "pods"): {"get", "list", "watch", "patch"},
-        ("", "nodes"): {"get", "patch"},
+        ("", "nodes"): {"get", "list", "watch", "patch"},
     },
 }
 # Standard (not chart-made) roles each component is bound to.

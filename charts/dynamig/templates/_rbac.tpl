@@ -7,8 +7,8 @@ The extender and kube-scheduler are two containers of one pod, so they share the
 ServiceAccount: it is bound to both sets of rules.
 */ -}}
 
-{{/* extender, cluster-wide: planning reads pods and nodes, writes allocation annotations, binds, and
-reports events on pods. */}}
+{{/* extender, cluster-wide: planning reads pods and nodes, writes allocation annotations, binds; the
+webhook reads a pod's namespace for the dynamig.io/webhook=ignore label. */}}
 {{- define "dynamig.rbac.extender.clusterRules" -}}
 - apiGroups: [""]
   resources: ["pods"]
@@ -20,8 +20,8 @@ reports events on pods. */}}
   resources: ["nodes"]
   verbs: ["get", "list", "watch", "patch"]
 - apiGroups: [""]
-  resources: ["events"]
-  verbs: ["create"]
+  resources: ["namespaces"]
+  verbs: ["get"]
 {{- end }}
 
 {{/* extender, release namespace: its own leader-election Lease. */}}
@@ -63,5 +63,5 @@ publishes its GPUs in a node annotation and takes/releases the node lock. */}}
   verbs: ["get", "list", "watch", "patch"]
 - apiGroups: [""]
   resources: ["nodes"]
-  verbs: ["get", "patch"]
+  verbs: ["get", "list", "watch", "patch"]
 {{- end }}

@@ -1,0 +1,81 @@
+"""Extender settings (one frozen object; the CLI and the demo build it)."""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from models.config import builtin_device_config
+from models.plan import Plan
+from models.requests import PodRequest
+from models.templates import DeviceConfig
+from models.types import ClusterState
+
+#: ``plan(state, pod, config, pending=(), nodes=None) -> Plan`` (``solver.plan``'s signature).
+PlanFn = Callable[..., Plan]
+
+VERSION = "0.1.0"
+
+
+def default_identity() -> str:
+    return f"{socket.gethostname()}_{uuid.uuid4().hex[:12]}"
+
+
+@dataclass(frozen=True)
+class ExtenderConfig:
+    scheduler_name: str = "dynamig-scheduler"
+    # ---- planning (turned into solver.PlannerConfig unless planner_config is given)
+    templates: DeviceConfig = field(default_factory=builtin_device_config)
+    layouts_any: bool = False
+    objective: tuple[str, ...] | None = None
+    policy: str = "dynamig"
+    time_budget_ms: float = 200.0
+    workers: int = 1
+    seed: int = 0
+    planner: PlanFn | None = None  # default: solver.plan
+    planner_config: Any = None  # default: solver.PlannerConfig(...) from the fields above
+    validate_plans: bool = True  # check every plan with models.validate before reserving it
+    # ---- service
+    max_concurrent_solves: int = 4
+    max_replans: int = 3
+    max_body_bytes: int = 8 << 20
+    identity: str = field(default_factory=default_identity)  # node-lock owner
+    lock_expiry_s: float = 300.0
+    is_leader: Callable[[], bool] | None = None  # None: no leader election
+    prioritize_max_nodes: int = 16
+    # ---- webhook
+    webhook_ignore_label: str = "dynamig.io/webhook"
+    #: users (fnmatch patterns) allowed to change dynamig.io/ allocation annotations of existing pods
+    trusted_users: tuple[str, ...] = ("system:serviceaccount:*:dynamig*",)
+    deny_privileged: bool = True
+    # ---- metrics
+    legacy_metrics: bool = False
+    version: str = VERSION
+    revision: str = ""
+    build_date: str = ""
+
+    def make_planner(self) -> tuple[PlanFn, Any]:
+        """The plan function and its config object."""
+        fn = self.planner
+        cfg = self.planner_config
+        if fn is None or cfg is None:
+            import solver  # the real planner; imported lazily so tests can run a fake one
+
+            if fn is None:
+                fn = solver.plan
+            if cfg is None:
+                kw: dict[str, Any] = dict(templates=self.templates, layouts_any=self.layouts_any,
+                                          time_budget_ms=self.time_budget_ms, policy=self.policy,
+                                          workers=self.workers, seed=self.seed)
+                if self.objective is not None:
+                    kw["objective"] = self.objective
+                cfg = solver.PlannerConfig(**kw)
+        return fn, cfg
+
+
+def call_plan(fn: PlanFn, cfg: Any, state: ClusterState, pod: PodRequest,
+              nodes: Sequence[str] | None) -> Plan:
+    return fn(state, pod, cfg, (), nodes)

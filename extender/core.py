@@ -1,0 +1,419 @@
+"""The extender's logic, independent of HTTP: filter (plan + reserve), prioritize, bind.
+
+State is never kept here beyond caches: the cluster is rebuilt from the store (node registrations
+plus pod allocation annotations, :func:`models.cluster.state_from_objects`) and cached by
+``store.revision()``. A restart loses nothing.
+
+Reservations are serialised (the chosen node's lock, then one commit lock; planning itself runs
+in parallel). A filter plans on a snapshot; holding the locks it brings the snapshot up to date and,
+if anything relevant changed meanwhile (another reservation, a node re-registering), re-validates
+its plan against the current state; a plan that no longer holds is planned again (at most
+``max_replans`` times). So two filters racing for the last free instance cannot both get it: one
+wins, the other re-plans elsewhere or fails. After its own patch, when nothing else changed, the
+extender advances the cached state by the plan instead of rebuilding it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from models import nodelock
+from models.cluster import StateProblem, state_from_objects
+from models.codecs import (
+    NODE_GPUS,
+    PHASE_ALLOCATING,
+    PHASE_FAILED,
+    POD_ALLOCATION,
+    POD_BIND_PHASE,
+    POD_BIND_TIME,
+    POD_NODE,
+    POD_PLAN_TIME,
+    allocation_from_plan,
+    encode_allocation,
+)
+from models.errors import Conflict, DynamigError, NotFound, RequestError, StoreError
+from models.plan import Plan, apply_plan
+from models.requests import PodRequest, parse_pod, pod_of_holder
+from models.store import ClusterStore
+from models.types import ClusterState
+from models.validate import validate
+
+from .config import ExtenderConfig, call_plan
+from .wire import MAX_PRIORITY, BindingArgs, ExtenderArgs, filter_result
+
+log = logging.getLogger(__name__)
+
+NO_REGISTRATION = ("no GPUs registered by the dynamig device plugin on this node "
+                   "(node annotation dynamig.io/node-gpus is missing or unreadable)")
+TERMINAL = ("Succeeded", "Failed")
+
+
+def _key(obj: Mapping[str, Any]) -> str:
+    meta = obj.get("metadata") or {}
+    return f"{meta.get('namespace') or 'default'}/{meta.get('name')}"
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The cluster at one store revision."""
+
+    revision: int
+    state: ClusterState
+    allocated: frozenset[str]  # pods holding instances or shares in ``state``
+    nodes: tuple[dict[str, Any], ...]
+    pods: tuple[dict[str, Any], ...]
+    problems: tuple[StateProblem, ...] = ()
+    fingerprint: dict[str, tuple[Any, ...]] = field(default_factory=dict, compare=False, repr=False)
+    built_at: float = field(default_factory=time.time)
+
+
+def node_fingerprint(obj: Mapping[str, Any]) -> tuple[Any, ...]:
+    """What of a node object the state depends on (not its lock, heartbeat or conditions)."""
+    meta = obj.get("metadata") or {}
+    return ((meta.get("annotations") or {}).get(NODE_GPUS), repr(sorted((meta.get("labels") or {}).items())),
+            ((obj.get("status") or {}).get("allocatable") or {}).get("cpu"))
+
+
+def pod_fingerprint(obj: Mapping[str, Any]) -> tuple[Any, ...]:
+    """What of a pod object the state depends on (see models.cluster.active_allocation)."""
+    meta = obj.get("metadata") or {}
+    ann = meta.get("annotations") or {}
+    return (ann.get(POD_ALLOCATION), ann.get(POD_PLAN_TIME), ann.get(POD_BIND_PHASE) == PHASE_FAILED,
+            (obj.get("status") or {}).get("phase") in TERMINAL, bool(meta.get("deletionTimestamp")))
+
+
+def fingerprints(nodes: Iterable[Mapping[str, Any]], pods: Iterable[Mapping[str, Any]]) -> dict[str, tuple[Any, ...]]:
+    fp = {"n/" + str((n.get("metadata") or {}).get("name")): node_fingerprint(n) for n in nodes}
+    fp.update(("p/" + _key(p), pod_fingerprint(p)) for p in pods)
+    return fp
+
+
+def holders_of(state: ClusterState) -> frozenset[str]:
+    out: set[str] = set()
+    for n in state.nodes:
+        for g in n.gpus:
+            out.update(pod_of_holder(i.holder) for i in g.instances if i.holder)
+            out.update(pod_of_holder(s.holder) for s in g.shares)
+    return frozenset(out)
+
+
+@dataclass
+class FilterOutcome:
+    result: dict[str, Any]
+    status: str  # placed | unplaceable | skipped | invalid | error
+    plan: Plan | None = None
+
+
+class Extender:
+    def __init__(self, store: ClusterStore, config: ExtenderConfig) -> None:
+        self.store = store
+        self.config = config
+        self._plan_fn: Any = None
+        self._plan_cfg: Any = None
+        self._snap_lock = threading.Lock()
+        self._build_lock = threading.Lock()
+        self._commit_lock = threading.Lock()
+        self._snap: Snapshot | None = None
+        self.rebuilds = 0
+        self._guard = threading.Lock()
+        self._node_locks: dict[str, threading.Lock] = {}
+        self._unplaceable: OrderedDict[str, tuple[float, str]] = OrderedDict()
+        self.metrics: Any = None  # set by the app (extender.metrics.ExtenderMetrics)
+
+    # ------------------------------------------------------------------ planning
+    def planner(self) -> tuple[Any, Any]:
+        if self._plan_fn is None:
+            self._plan_fn, self._plan_cfg = self.config.make_planner()
+        return self._plan_fn, self._plan_cfg
+
+    def plan(self, state: ClusterState, pod: PodRequest, nodes: Sequence[str]) -> Plan:
+        fn, cfg = self.planner()
+        plan = call_plan(fn, cfg, state, pod, list(nodes))
+        if self.metrics is not None:
+            self.metrics.observe_plan(plan)
+        return plan
+
+    # ------------------------------------------------------------------ state
+    def snapshot(self) -> Snapshot:
+        """The state at the store's current revision. Built once per revision (single flight);
+        when no object changed in a way the state depends on (a node lock, a pod's status), the
+        previous state is reused; otherwise rebuilt from the objects."""
+        rev = self.store.revision()
+        snap = self._snap
+        if snap is not None and snap.revision == rev:
+            return snap
+        with self._build_lock:
+            rev = self.store.revision()
+            snap = self._snap
+            if snap is not None and snap.revision == rev:
+                return snap
+            nodes = tuple(self.store.list_nodes())
+            pods = tuple(self.store.list_pods())
+            fp = fingerprints(nodes, pods)
+            latest = self._snap  # our own reservation may have advanced it while we listed
+            same = next((x for x in (latest, snap) if x is not None and x.fingerprint == fp), None)
+            if same is not None:
+                new = Snapshot(rev, same.state, same.allocated, nodes, pods, same.problems, fp)
+            else:
+                state, problems = state_from_objects(nodes, pods, layouts_any=self.config.layouts_any)
+                new = Snapshot(rev, state, holders_of(state), nodes, pods, tuple(problems), fp)
+                self.rebuilds += 1
+                if problems:
+                    for p in problems[:20]:
+                        log.warning("state: %s: %s", p.obj, p.message)
+            with self._snap_lock:
+                if self._snap is None or self._snap.revision <= rev:
+                    self._snap = new
+            return new
+
+    def state_without(self, snap: Snapshot, pod_key: str) -> ClusterState:
+        """The snapshot's state without ``pod_key``'s own allocation (a pod filtered again)."""
+        if pod_key not in snap.allocated:
+            return snap.state
+        state, _ = state_from_objects(snap.nodes, [p for p in snap.pods if _key(p) != pod_key],
+                                      layouts_any=self.config.layouts_any)
+        return state
+
+    def _advance(self, plan: Plan, pod_obj: dict[str, Any], rev_before: int) -> None:
+        """When our reservation was the only change since the cached snapshot, the next snapshot
+        is that state + the plan (what state_from_objects would rebuild, without rebuilding it).
+        Called under the commit lock, after the plan was checked against the cached snapshot."""
+        if self.store.revision() != rev_before + 1:
+            return
+        key = plan.placements[0].pod
+        with self._snap_lock:
+            cur = self._snap
+            if cur is None or cur.revision != rev_before or key in cur.allocated:
+                return
+            pods = (*(p for p in cur.pods if _key(p) != key), pod_obj)
+            fp = dict(cur.fingerprint)
+            fp["p/" + key] = pod_fingerprint(pod_obj)
+            self._snap = Snapshot(rev_before + 1, apply_plan(cur.state, plan), cur.allocated | {key},
+                                  cur.nodes, pods, cur.problems, fp)
+
+    # ------------------------------------------------------------------ node serialisation
+    def _node_lock(self, node: str) -> threading.Lock:
+        with self._guard:
+            lk = self._node_locks.get(node)
+            if lk is None:
+                lk = self._node_locks[node] = threading.Lock()
+            return lk
+
+    # ------------------------------------------------------------------ unplaceable bookkeeping
+    def _mark_unplaceable(self, key: str, why: str) -> None:
+        with self._guard:
+            self._unplaceable[key] = (time.time(), why)
+            self._unplaceable.move_to_end(key)
+            while len(self._unplaceable) > 10000:
+                self._unplaceable.popitem(last=False)
+
+    def _clear_unplaceable(self, key: str) -> None:
+        with self._guard:
+            self._unplaceable.pop(key, None)
+
+    def unplaceable(self) -> dict[str, tuple[float, str]]:
+        """Pods whose last filter found no node, still pending without a reservation."""
+        live = {}
+        snap = self.snapshot()
+        by_key = {_key(p): p for p in snap.pods}
+        with self._guard:
+            items = list(self._unplaceable.items())
+        for k, v in items:
+            p = by_key.get(k)
+            if p is None:
+                # GPU pods the store does not know are gone
+                with self._guard:
+                    self._unplaceable.pop(k, None)
+                continue
+            ann = (p.get("metadata") or {}).get("annotations") or {}
+            if (p.get("spec") or {}).get("nodeName") or ann.get(POD_ALLOCATION) or \
+                    (p.get("status") or {}).get("phase") in TERMINAL:
+                continue
+            live[k] = v
+        return live
+
+    # ------------------------------------------------------------------ filter
+    def filter(self, args: ExtenderArgs) -> FilterOutcome:
+        names = args.candidates
+        try:
+            req = parse_pod(args.pod)
+        except RequestError as e:
+            msg = f"invalid GPU request: {e}"
+            return FilterOutcome(filter_result(args, [], {}, {n: msg for n in names}), "invalid")
+        if not req.wants_gpu:
+            return FilterOutcome(filter_result(args, names), "skipped")
+        if self.config.is_leader is not None and not self.config.is_leader():
+            return FilterOutcome(filter_result(args, None, error="this dynamig extender is not the leader"), "error")
+        try:
+            return self._filter_gpu(args, req, names)
+        except DynamigError as e:
+            log.warning("filter %s: %s", req.key, e)
+            return FilterOutcome(filter_result(args, None, error=f"dynamig: {e}"), "error")
+
+    def _filter_gpu(self, args: ExtenderArgs, req: PodRequest, names: list[str]) -> FilterOutcome:
+        pod_meta = args.pod.get("metadata") or {}
+        rv = pod_meta.get("resourceVersion")
+        rv = str(rv) if rv else None
+        last_reasons: dict[str, str] = {}
+        for attempt in range(self.config.max_replans + 1):
+            snap = self.snapshot()
+            state = self.state_without(snap, req.key)
+            known = [n for n in dict.fromkeys(names) if state.has_node(n)]
+            failed = {n: NO_REGISTRATION for n in names if not state.has_node(n)}
+            if not known:
+                self._mark_unplaceable(req.key, "no candidate node has dynamig GPUs")
+                return FilterOutcome(filter_result(args, [], failed), "unplaceable")
+            plan = self.plan(state, req, known)
+            reasons = dict(plan.reasons)
+            if not plan.placed:
+                for n in known:
+                    failed[n] = reasons.get(n) or f"no placement for {req.key} on this node"
+                self._mark_unplaceable(req.key, "; ".join(sorted(set(failed.values())))[:500])
+                return FilterOutcome(filter_result(args, [], failed), "unplaceable", plan)
+            chosen = plan.placements[0].node or ""
+            if chosen not in known:
+                raise DynamigError(f"planner chose node {chosen!r}, which is not a candidate")
+            if self.config.validate_plans:
+                bad = validate(state, plan, {req.key: req}, self.config.templates)
+                if bad:
+                    raise DynamigError(f"planner produced an invalid plan: {'; '.join(map(str, bad[:3]))}")
+            with self._node_lock(chosen), self._commit_lock:
+                current = self.snapshot()  # catch up (cheap when nothing relevant changed)
+                if current.state is not snap.state and validate(
+                        self.state_without(current, req.key), plan, {req.key: req}, self.config.templates):
+                    log.info("filter %s: %s changed while planning; re-planning (attempt %d)",
+                             req.key, chosen, attempt + 1)
+                    last_reasons = {chosen: "taken by a concurrent reservation"}
+                    continue
+                rev_before = current.revision
+                pod_obj = self._reserve(req, plan, rv)
+                self._advance(plan, pod_obj, rev_before)
+            self._clear_unplaceable(req.key)
+            for n in known:
+                if n != chosen:
+                    failed[n] = reasons.get(n) or (
+                        f"fits, but dynamig reserved node {chosen} for this pod (best plan; one node per pod)")
+            return FilterOutcome(filter_result(args, [chosen], failed), "placed", plan)
+        why = "; ".join(f"{k}: {v}" for k, v in last_reasons.items())
+        return FilterOutcome(filter_result(args, [], {n: f"lost a race for GPU capacity ({why}); retry"
+                                                      for n in names}), "unplaceable")
+
+    def _reserve(self, req: PodRequest, plan: Plan, rv: str | None) -> dict[str, Any]:
+        alloc = allocation_from_plan(plan)
+        ann = {
+            POD_ALLOCATION: encode_allocation(alloc),
+            POD_NODE: alloc.node,
+            POD_PLAN_TIME: f"{time.time():.6f}",
+            POD_BIND_PHASE: None,
+            POD_BIND_TIME: None,
+        }
+        ns, name = req.namespace, req.name
+        for _ in range(3):
+            try:
+                return self.store.patch_pod_annotations(ns, name, ann, resource_version=rv)
+            except Conflict:
+                cur = self.store.get_pod(ns, name)  # NotFound propagates
+                if (cur.get("spec") or {}).get("nodeName"):
+                    raise Conflict(f"pod {req.key} is already bound to {cur['spec']['nodeName']}") from None
+                if req.uid and (cur.get("metadata") or {}).get("uid") not in (None, "", req.uid):
+                    raise Conflict(f"pod {req.key} was recreated (UID changed)") from None
+                rv = str((cur.get("metadata") or {}).get("resourceVersion") or "") or None
+        raise Conflict(f"pod {req.key}: kept changing while reserving its allocation")
+
+    # ------------------------------------------------------------------ prioritize
+    def prioritize(self, args: ExtenderArgs) -> dict[str, int]:
+        names = list(dict.fromkeys(args.candidates))
+        scores = dict.fromkeys(names, 0)
+        try:
+            req = parse_pod(args.pod)
+        except RequestError:
+            return scores
+        if not req.wants_gpu or not names:
+            return scores
+        snap = self.snapshot()
+        reserved = None
+        for p in snap.pods:
+            if _key(p) == req.key:
+                reserved = ((p.get("metadata") or {}).get("annotations") or {}).get(POD_NODE)
+                break
+        state = self.state_without(snap, req.key)
+        others = [n for n in names if n != reserved and state.has_node(n)][: self.config.prioritize_max_nodes]
+        keys: dict[str, tuple[float, ...]] = {}
+        for n in others:
+            plan = self.plan(state, req, [n])
+            if plan.placed:
+                keys[n] = tuple(-s.value if s.name == "placed" else s.value for s in plan.stages)
+        top = MAX_PRIORITY - 1 if reserved in scores else MAX_PRIORITY
+        ranked = sorted(set(keys.values()))
+        for n, k in keys.items():
+            i = ranked.index(k)
+            scores[n] = max(1, top - round(i * (top - 1) / max(1, len(ranked) - 1))) if len(ranked) > 1 else top
+        if reserved in scores:
+            scores[reserved] = MAX_PRIORITY
+        return scores
+
+    # ------------------------------------------------------------------ bind
+    def _pod_exists(self, key: str) -> bool:
+        ns, name = key.split("/", 1)
+        try:
+            pod = self.store.get_pod(ns, name)
+        except NotFound:
+            return False
+        return (pod.get("status") or {}).get("phase") not in TERMINAL and not \
+            (pod.get("metadata") or {}).get("deletionTimestamp")
+
+    def bind(self, args: BindingArgs) -> str:
+        """'' on success, else the reason (the lock is released again on every failure)."""
+        ns, name, node = args.pod_namespace, args.pod_name, args.node
+        key = f"{ns}/{name}"
+        if self.config.is_leader is not None and not self.config.is_leader():
+            return "this dynamig extender is not the leader"
+        try:
+            pod = self.store.get_pod(ns, name)
+        except NotFound:
+            return f"pod {key} not found"
+        except StoreError as e:
+            return f"reading pod {key}: {e}"
+        meta = pod.get("metadata") or {}
+        if args.pod_uid and meta.get("uid") and meta.get("uid") != args.pod_uid:
+            return f"pod {key} has UID {meta.get('uid')}, not {args.pod_uid} (recreated); schedule it again"
+        try:
+            wants_gpu = parse_pod(pod).wants_gpu
+        except RequestError as e:
+            return f"pod {key}: {e}"
+        if not wants_gpu:
+            try:
+                self.store.bind(ns, name, args.pod_uid, node)
+            except StoreError as e:
+                return f"binding {key} to {node}: {e}"
+            return ""
+        ann = meta.get("annotations") or {}
+        reserved = ann.get(POD_NODE)
+        if not ann.get(POD_ALLOCATION) or not reserved:
+            return f"pod {key} has no dynamig reservation; it must pass the dynamig filter first"
+        if reserved != node:
+            return f"pod {key} is reserved on node {reserved}, not {node}; it must be filtered again"
+        try:
+            nodelock.acquire(self.store, node, key, self.config.identity, time.time(),
+                             expiry_s=self.config.lock_expiry_s, pod_exists=self._pod_exists)
+        except nodelock.LockHeld as e:
+            return str(e)
+        except StoreError as e:
+            return f"node lock on {node}: {e}"
+        try:
+            self.store.patch_pod_annotations(ns, name, {POD_BIND_PHASE: PHASE_ALLOCATING,
+                                                        POD_BIND_TIME: str(int(time.time()))})
+            self.store.bind(ns, name, args.pod_uid, node)
+        except StoreError as e:
+            try:
+                nodelock.release(self.store, node, key)
+            except StoreError as e2:  # pragma: no cover
+                log.warning("releasing node lock on %s: %s", node, e2)
+            return f"binding {key} to {node}: {e}"
+        return ""

@@ -1,0 +1,83 @@
+"""``dynamig extender``: argument parsing and the in-memory cluster it serves."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+import httpx
+import pytest
+import yaml
+from test_extender_support import cluster, filter_body, pod_manifest
+
+import solver
+from dynamig.commands import extender as cmd
+from extender import create_app, serve_in_thread
+from models.codecs import POD_ALLOCATION, allocation_from_plan, encode_allocation
+from models.errors import ConfigError
+from models.requests import parse_pod
+
+INVENTORY = """
+nodes:
+  - name: solo
+    mode: mig
+    gpus: {model: A100-SXM4-40GB, count: 1}
+"""
+
+
+def parse(*argv: str) -> argparse.Namespace:
+    ap = argparse.ArgumentParser()
+    sub = ap.add_subparsers()
+    cmd.add_parser(sub)
+    return ap.parse_args(["extender", *argv])
+
+
+def write(tmp: str, name: str, text: str) -> str:
+    path = os.path.join(tmp, name)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+    return path
+
+
+def test_defaults() -> None:
+    a = parse()
+    assert (a.store, a.host, a.port, a.metrics_port, a.scheduler_name) == (
+        "kube", "127.0.0.1", 8888, 9395, "dynamig-scheduler")
+    assert not a.leader_elect and not a.legacy_metrics
+
+
+def test_memory_store_serves_inventory_and_existing_allocations(tmp_path: object) -> None:
+    tmp = str(tmp_path)
+    inv = write(tmp, "inv.yaml", INVENTORY)
+    # an existing pod already holding solo's whole GPU (as the extender would have annotated it)
+    state = cluster(INVENTORY)
+    holder = pod_manifest("holder", gpu="1")
+    plan = solver.plan(state, parse_pod(holder), solver.PlannerConfig())
+    holder["metadata"]["annotations"] = {POD_ALLOCATION: encode_allocation(allocation_from_plan(plan)),
+                                         "dynamig.io/node": "solo", "dynamig.io/plan-time": "1"}
+    pods = write(tmp, "pods.yaml", yaml.safe_dump_all([
+        holder, {"apiVersion": "v1", "kind": "List", "items": [pod_manifest("waiting", gpu="1")]}]))
+    store, config, stop = cmd.build(parse("--store", "memory", "--inventory", inv, "--pods", pods,
+                                          "--legacy-metrics", "--scheduler-name", "s"))
+    assert stop == [] and config.legacy_metrics and config.scheduler_name == "s"
+    assert len(store.list_nodes()) == 1 and len(store.list_pods()) == 2
+    with serve_in_thread(create_app(store, config)) as h, httpx.Client(base_url=h.url) as http:
+        waiting = store.get_pod("ml", "waiting")
+        doc = http.post("/filter", json=filter_body(waiting, ["solo"])).json()
+        assert doc["NodeNames"] == [] and "solo" in doc["FailedNodes"]
+
+
+def test_user_errors(tmp_path: object) -> None:
+    tmp = str(tmp_path)
+    with pytest.raises(ConfigError, match="--inventory"):
+        cmd.build(parse("--store", "memory"))
+    inv = write(tmp, "inv.yaml", INVENTORY)
+    bad = write(tmp, "bad.yaml", "kind: Service\nmetadata: {name: x}\n")
+    with pytest.raises(ConfigError, match="expected a Pod"):
+        cmd.build(parse("--store", "memory", "--inventory", inv, "--pods", bad))
+    dup = write(tmp, "dup.yaml", "kind: Pod\nmetadata: {name: x}\n---\nkind: Pod\nmetadata: {name: x}\n")
+    with pytest.raises(ConfigError, match="already exists"):
+        cmd.build(parse("--store", "memory", "--inventory", inv, "--pods", dup))
+    with pytest.raises(ConfigError, match="--leader-elect"):
+        cmd.build(parse("--store", "memory", "--inventory", inv, "--leader-elect"))
+    assert cmd.run(parse("--tls-cert-file", "x")) == 2
