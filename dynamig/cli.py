@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from models.errors import DynamigError
 
 #: Subcommand modules under dynamig.commands, in --help order.
-COMMANDS_ALL = (
+COMMANDS = (
     "demo",
     "plan",
     "simulate",
@@ -26,7 +26,6 @@ COMMANDS_ALL = (
     "deviceplugin",
     "hwcheck",
 )
-COMMANDS = tuple(c for c in COMMANDS_ALL if c in ("catalog", "validate_config", "demo", "plan", "bench", "deviceplugin", "hwcheck", "extender"))  # TODO(lead): all, once landed
 
 
 def build_parser() -> argparse.ArgumentParser:

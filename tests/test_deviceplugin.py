@@ -297,7 +297,7 @@ def test_deviceplugin_command_runs_and_stops_on_sigterm(tmp_path: os.PathLike[st
             assert k.wait_for(lambda: len(k.devices()) == 6, 10)
         finally:
             proc.send_signal(signal.SIGTERM)
-            out, err = proc.communicate(timeout=20)
+            _out, err = proc.communicate(timeout=20)
     assert proc.returncode == 0, err
     import shutil
 
