@@ -181,7 +181,7 @@ class Demo:
         pod = self.store.get_pod(ns, name)
         counts = [int((c.get("resources", {}).get("limits") or {}).get(RESOURCE, "1"))
                   for c in pod["spec"]["containers"]]
-        responses, ids = self.kubelets[node].allocate(RESOURCE, counts)
+        responses, ids = self.kubelets[node].admit_pod(counts, RESOURCE)
         pids: list[tuple[str, int, int]] = []
         backend = self.backends[node]
         gpus = {g.uuid: g for g in backend.gpus()}
