@@ -49,7 +49,8 @@ def print_summary(doc: dict[str, Any]) -> None:
         ("freed GPUs re-partitioned later", doc["repartitioned_after_free"]),
         ("allocation failures (retried)", f"{doc['allocation_failures']} ({doc['retried']})"),
         ("filter latency p50 / p99 (HTTP)", f"{doc['filter_p50_ms']:.1f} ms / {doc['filter_p99_ms']:.1f} ms"),
-        ("hami-core shares in use", doc["hami_core_shares"]),
+        ("peak MIG instances held / hami-core shares", f"{doc['peak_mig_instances_held']} / "
+                                                       f"{doc['peak_hami_core_shares']}"),
         ("invariant violations", len(doc["violations"])),
         ("wall time", f"{doc['wall_s']:.1f} s"),
     ]

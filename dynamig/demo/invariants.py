@@ -33,6 +33,8 @@ class InvariantChecker:
         self.checks = 0
         self.last_state: ClusterState | None = None
         self.repartitioned_after_free = 0
+        self.peak_mig_held = 0
+        self.peak_shares = 0
         self._prev: dict[tuple[str, int], tuple[tuple[tuple[str, int], ...], frozenset[int]]] = {}
         self._ever_busy: set[tuple[str, int]] = set()
 
@@ -44,6 +46,9 @@ class InvariantChecker:
                  for p in pods}
         state, problems = state_from_objects(self.store.list_nodes(), pods)
         self.last_state = state
+        self.peak_mig_held = max(self.peak_mig_held, sum(1 for n in state.nodes for g in n.gpus
+                                                         for i in g.instances if not i.free))
+        self.peak_shares = max(self.peak_shares, sum(len(g.shares) for n in state.nodes for g in n.gpus))
         out.extend(f"{when}: state: {p.obj}: {p.message}" for p in problems)
         for node in state.nodes:
             sim = {g.uuid: g for g in self.backends[node.name].gpus()}

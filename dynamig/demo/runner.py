@@ -50,6 +50,8 @@ class DemoResult:
     instances_by_profile: dict[str, int] = field(default_factory=dict)
     held_by_profile: dict[str, int] = field(default_factory=dict)
     shares: int = 0
+    peak_mig_held: int = 0
+    peak_shares: int = 0
     wall_s: float = 0.0
     urls: dict[str, str] = field(default_factory=dict)
 
@@ -77,6 +79,8 @@ class DemoResult:
             "mig_instances_by_profile": self.instances_by_profile,
             "mig_instances_held_by_profile": self.held_by_profile,
             "hami_core_shares": self.shares,
+            "peak_mig_instances_held": self.peak_mig_held,
+            "peak_hami_core_shares": self.peak_shares,
             "wall_s": round(self.wall_s, 2),
             **({"urls": self.urls} if self.urls else {}),
         }
@@ -270,6 +274,7 @@ class Demo:
                 pending = still
         checker.check(result.violations, float("inf"), final=True)
         result.repartitioned_after_free = checker.repartitioned_after_free
+        result.peak_mig_held, result.peak_shares = checker.peak_mig_held, checker.peak_shares
         for b in self.backends.values():
             for g in b.gpus():
                 for d in g.instances:
