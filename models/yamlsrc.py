@@ -64,3 +64,34 @@ def load_file(path: str) -> Located:
     except OSError as e:
         raise ConfigError(f"cannot read file: {e.strerror}", path) from e
     return load_text(text, path)
+
+
+def load_pod_manifests(path: str) -> list[dict[str, Any]]:
+    """Pod manifests from a YAML file: one or many documents, ``kind: List``/``PodList`` items
+    unpacked. Errors name the file, the line (YAML errors) and the document."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            docs = list(yaml.safe_load_all(fh))
+    except OSError as e:
+        raise ConfigError(f"cannot read file: {e.strerror}", path) from e
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else path
+        raise ConfigError(f"not valid YAML: {getattr(e, 'problem', e)}", where) from e
+    pods: list[dict[str, Any]] = []
+    for i, d in enumerate(docs):
+        if d is None:
+            continue
+        if not isinstance(d, dict):
+            raise ConfigError("expected a Pod manifest or a List of Pods", path, f"document {i + 1}")
+        is_list = str(d.get("kind", "")).endswith("List")
+        items = d.get("items") if is_list else [d]
+        for j, p in enumerate(items or []):
+            where = f"document {i + 1}" + (f" items[{j}]" if is_list else "")
+            if not isinstance(p, dict) or p.get("kind", "Pod") != "Pod":
+                kind = p.get("kind") if isinstance(p, dict) else type(p).__name__
+                raise ConfigError(f"expected kind Pod, got {kind!r}", path, where)
+            if not (p.get("metadata") or {}).get("name"):
+                raise ConfigError("Pod has no metadata.name", path, where)
+            pods.append(p)
+    return pods

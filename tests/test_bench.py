@@ -105,7 +105,7 @@ def test_plan_command_with_pending_and_existing_pods(tmp_path: Any, capsys: pyte
     from solver import plan
 
     state, _ = plan_cmd.build_state(f["inv"], None, False)
-    manifest = plan_cmd.load_pods(f["pod"])[0]
+    manifest = plan_cmd.load_pod_manifests(f["pod"])[0]
     p = plan(state, parse_pod(manifest))
     manifest["metadata"]["annotations"][POD_ALLOCATION] = encode_allocation(allocation_from_plan(p))
     import yaml

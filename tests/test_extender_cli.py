@@ -73,7 +73,7 @@ def test_user_errors(tmp_path: object) -> None:
         cmd.build(parse("--store", "memory"))
     inv = write(tmp, "inv.yaml", INVENTORY)
     bad = write(tmp, "bad.yaml", "kind: Service\nmetadata: {name: x}\n")
-    with pytest.raises(ConfigError, match="expected a Pod"):
+    with pytest.raises(ConfigError, match="expected kind Pod"):
         cmd.build(parse("--store", "memory", "--inventory", inv, "--pods", bad))
     dup = write(tmp, "dup.yaml", "kind: Pod\nmetadata: {name: x}\n---\nkind: Pod\nmetadata: {name: x}\n")
     with pytest.raises(ConfigError, match="already exists"):

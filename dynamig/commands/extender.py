@@ -14,8 +14,6 @@ import os
 import sys
 from typing import Any
 
-import yaml
-
 from extender import ExtenderConfig, create_app
 from extender import run as serve
 from models.cluster import state_from_inventory
@@ -23,6 +21,7 @@ from models.config import load_device_config, load_inventory
 from models.errors import ConfigError, Conflict
 from models.store import ClusterStore, InMemoryStore, node_objects
 from models.templates import DeviceConfig
+from models.yamlsrc import load_pod_manifests
 
 log = logging.getLogger("dynamig.extender")
 
@@ -56,33 +55,6 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--max-concurrent-solves", type=int, default=4, help="parallel solves (default 4)")
     p.add_argument("--identity", help="this instance's identity (node-lock owner, Lease holder)")
     return p
-
-
-def load_pod_manifests(path: str) -> list[dict[str, Any]]:
-    """Pods from a YAML file: Pod documents, or List/PodList documents with ``items``."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            docs = list(yaml.safe_load_all(f))
-    except OSError as e:
-        raise ConfigError(f"cannot read: {e.strerror}", path) from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"not YAML: {e}", path) from None
-    pods: list[dict[str, Any]] = []
-    for i, d in enumerate(docs):
-        if d is None:
-            continue
-        if not isinstance(d, dict):
-            raise ConfigError("each document must be a Pod or a List of Pods", path, f"document {i}")
-        is_list = str(d.get("kind", "")).endswith("List")
-        items = d.get("items") if is_list else [d]
-        for j, p in enumerate(items or []):
-            where = f"document {i}" + (f" items[{j}]" if is_list else "")
-            if not isinstance(p, dict) or p.get("kind", "Pod") != "Pod":
-                raise ConfigError("expected a Pod", path, where)
-            if not (p.get("metadata") or {}).get("name"):
-                raise ConfigError("Pod has no metadata.name", path, where)
-            pods.append(p)
-    return pods
 
 
 def memory_store(inventory: str, pods: str | None) -> tuple[InMemoryStore, DeviceConfig, bool]:

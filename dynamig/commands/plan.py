@@ -11,8 +11,6 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
-import yaml
-
 from models.cluster import state_from_inventory, state_from_objects
 from models.config import load_inventory
 from models.errors import ConfigError, DynamigError
@@ -20,6 +18,7 @@ from models.plan import Plan, PodPlacement, UnitAssignment
 from models.requests import PodRequest, parse_pod
 from models.store import node_objects
 from models.types import ClusterState
+from models.yamlsrc import load_pod_manifests
 
 POLICIES = ("dynamig", "hami-legacy", "hami-v210", "bestfit")
 
@@ -40,32 +39,6 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     return p
 
 
-def load_pods(path: str) -> list[dict[str, Any]]:
-    """Pod manifests from a YAML file (one or many documents; ``kind: List`` items are unpacked)."""
-    try:
-        with open(path, encoding="utf-8") as fh:
-            docs = list(yaml.safe_load_all(fh))
-    except OSError as e:
-        raise ConfigError(f"cannot read file: {e.strerror}", path) from e
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark is not None else path
-        raise ConfigError(f"not valid YAML: {getattr(e, 'problem', e)}", where) from e
-    out: list[dict[str, Any]] = []
-    for i, d in enumerate(docs):
-        if d is None:
-            continue
-        if not isinstance(d, dict):
-            raise ConfigError("expected a Pod manifest (a mapping)", path, f"document {i + 1}")
-        if d.get("kind") == "List":
-            out.extend(x for x in d.get("items") or [] if isinstance(x, dict))
-        elif d.get("kind", "Pod") == "Pod":
-            out.append(d)
-        else:
-            raise ConfigError(f"expected kind Pod, got {d.get('kind')!r}", path, f"document {i + 1}")
-    return out
-
-
 def _parse(manifest: Mapping[str, Any], path: str) -> PodRequest:
     try:
         return parse_pod(manifest)
@@ -77,7 +50,7 @@ def build_state(inventory: str, pods: str | None, layouts_any: bool) -> tuple[Cl
     inv = load_inventory(inventory)
     state = state_from_inventory(inv)
     if pods:
-        existing = load_pods(pods)
+        existing = load_pod_manifests(pods)
         state, problems = state_from_objects(node_objects(state), existing, state.layouts_any)
         for p in problems:
             print(f"dynamig plan: warning: {pods}: {p.obj}: {p.message}", file=sys.stderr)
@@ -159,11 +132,11 @@ def run(args: argparse.Namespace) -> int:
     from solver import PlannerConfig, plan
 
     state, inv = build_state(args.inventory, args.pods, args.layouts_any)
-    pods = load_pods(args.pod)
+    pods = load_pod_manifests(args.pod)
     if len(pods) != 1:
         raise ConfigError(f"expected exactly one Pod manifest, found {len(pods)}", args.pod)
     pod = _parse(pods[0], args.pod)
-    pending = [_parse(m, args.pending) for m in load_pods(args.pending)] if args.pending else []
+    pending = [_parse(m, args.pending) for m in load_pod_manifests(args.pending)] if args.pending else []
     budget = args.budget_ms if args.budget_ms is not None else (2000.0 if pending else 200.0)
     cfg = PlannerConfig(templates=inv.templates, layouts_any=args.layouts_any or inv.layouts_any,
                         time_budget_ms=budget, policy=args.policy)
