@@ -22,6 +22,7 @@ from solver.fgd.baselines import (
     RandomPolicy,
 )
 from solver.fgd.cluster import ClusterState, PlacementError, SimNode
+from solver.fgd.dynamig_policy import DynamigPolicy as DynamigPolicy
 from solver.fgd.fgdscore import FGDPolicy
 from solver.fgd.frag import FragModel, FragTracker, classify, fragment
 from solver.fgd.metrics import Buckets, StepLog, bucketize
