@@ -48,3 +48,17 @@ proto-check: $(STAMP)
 	for f in $(PROTO_OUT); do \
 	  diff -u $$f $$tmp/$$f >/dev/null || { echo "$$f is stale: run 'make proto'" >&2; exit 1; }; \
 	done && echo "proto stubs up to date"
+
+# What-if and benchmark notebooks in their full configuration (minutes); their plots go to docs/.
+# DYNAMIG_NB_SMALL=1 runs the small configuration (what tests/test_notebooks.py does).
+NOTEBOOKS := notebooks/capacity_whatif.ipynb notebooks/solver_benchmark.ipynb
+
+.PHONY: notebooks
+notebooks: $(STAMP)
+	@for nb in $(NOTEBOOKS); do \
+	  echo "executing $$nb" >&2; \
+	  $(BIN)/python -c 'import sys, nbformat; from nbclient import NotebookClient; \
+	    nb = nbformat.read(sys.argv[1], as_version=4); \
+	    NotebookClient(nb, timeout=7200, kernel_name="python3", resources={"metadata": {"path": "notebooks"}}).execute()' \
+	    $$nb || exit 1; \
+	done

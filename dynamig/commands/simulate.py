@@ -1,10 +1,23 @@
 """``dynamig simulate``: what-if replay of a workload against a cluster under a placement policy.
 
-``--protocol fgd`` (the only protocol so far) reproduces the FGD paper's evaluation on the
-Alibaba "openb" trace (``shared/data/openb/README.md`` §7): ``--pods`` is a pod list CSV,
-``--nodes`` a node list CSV; each seed is one run (shuffle, tune to 1.3× the GPU capacity, place
-pods one at a time), seeds run in parallel processes. Output: unallocated GPU % and
-fragmentation per arrived-load bucket, per seed, and the mean over seeds at 100 % arrived load.
+``--protocol fgd`` (the only protocol so far) is the FGD paper's evaluation on the Alibaba "openb"
+trace (``shared/data/openb/README.md`` §7): each seed is one run (shuffle, tune to 1.3× the GPU
+capacity, place pods one at a time, no departures), seeds run in parallel processes. Output:
+unallocated GPU % and fragmentation per arrived-load bucket, per seed, and the mean over seeds at
+100 % arrived load. Three ways to run it:
+
+* ``--nodes NODES.csv --pods PODS.csv``: the FGD reproduction on the openb node list with the FGD
+  paper's policies (random, dotprod, clustering, packing, bestfit, fgd);
+* ``--nodes NODES.csv --mig-model A100-SXM4-80GB --pods PODS.csv``: the MIG variant: every node's
+  GPUs replaced by that model in mig mode, shares mapped to the smallest serving MIG instance,
+  every GPU pod planned by the planner's policies (dynamig, hami-legacy, hami-v210, bestfit);
+  ``--scale`` keeps a fraction of the nodes (pods are tuned to the same 1.3× ratio);
+* ``--inventory CLUSTER.yaml --pods PODS.{csv,yaml}``: any inventory (mig and hami-core nodes), pods
+  from an openb CSV or Pod manifests, planned as in the MIG variant.
+
+MIG and inventory runs report unallocated GPU compute (the headline), memory and the FGD
+demand-based measure, reconfigurations (layout changes) and planner latency; fragmentation is null
+there (FGD's measure does not transfer to MIG instances).
 """
 
 from __future__ import annotations
@@ -16,9 +29,12 @@ import re
 import sys
 from typing import Any
 
+from models.errors import DynamigError
 from solver.fgd import BASELINE_POLICIES, RunResult, policy_names, simulate
 from solver.fgd.policy import TIE_BREAKS
 from solver.openb import OpenbFormatError
+from solver.planner import POLICIES as PLANNER_POLICIES
+from solver.whatif.mapping import MIG_MODELS
 
 PROTOCOLS = ("fgd",)
 DEFAULT_SEEDS = "42-51"
@@ -69,14 +85,18 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--nodes", required=True, metavar="FILE", help="node list CSV (sn,cpu_milli,memory_mib,gpu,model)")
-    p.add_argument("--pods", required=True, metavar="FILE", help="pod list CSV (openb_pod_list_*.csv)")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--nodes", metavar="FILE", help="node list CSV (sn,cpu_milli,memory_mib,gpu,model)")
+    where.add_argument("--inventory", metavar="FILE", help="inventory YAML (DESIGN §8) instead of a node list")
+    p.add_argument("--pods", required=True, metavar="FILE",
+                   help="pod list CSV (openb_pod_list_*.csv) or, with --mig-model/--inventory, Pod manifests (YAML)")
     p.add_argument("--protocol", choices=PROTOCOLS, default="fgd", help="evaluation protocol (default: fgd)")
     p.add_argument(
         "--policy",
         metavar="P",
-        help=f"placement policy: {PLANNER_POLICY} (the planner; default when available), "
-        f"{', '.join(BASELINE_POLICIES)} (default otherwise: fgd)",
+        help=f"placement policy. --nodes alone (FGD reproduction): {', '.join(BASELINE_POLICIES)} (default: "
+        f"{PLANNER_POLICY} when registered there, else fgd); --mig-model or --inventory: "
+        f"{', '.join(PLANNER_POLICIES)} (default {PLANNER_POLICY})",
     )
     p.add_argument(
         "--seeds",
@@ -93,7 +113,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         help=f"worker processes (default: number of CPUs, here {os.cpu_count() or 1})",
     )
     p.add_argument(
-        "--tune", type=float, default=1.3, metavar="RATIO", help="tune GPU demand to RATIO × capacity (default 1.3)"
+        "--tune", type=float, default=1.3, metavar="RATIO",
+        help="tune GPU demand to RATIO × capacity (default 1.3; MIG/inventory runs: 0 = replay as given)"
     )
     p.add_argument(
         "--tie-break",
@@ -101,8 +122,27 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         default="first",
         help="equal node scores: first node in the seeded node order (the FGD artifact, default) or random",
     )
+    p.add_argument("--mig-model", choices=MIG_MODELS, metavar="MODEL",
+                   help=f"MIG variant of the node list: every GPU becomes MODEL in mig mode ({', '.join(MIG_MODELS)})")
+    p.add_argument("--scale", type=_fraction, default=1.0, metavar="F",
+                   help="MIG/inventory runs: keep this fraction of the nodes, by node shape (default 1)")
+    p.add_argument("--layouts", choices=("templates", "any"), default=None,
+                   help="MIG layouts the planner may use (default: the inventory's setting, else templates)")
+    p.add_argument("--time-budget-ms", type=float, default=200.0, metavar="MS",
+                   help="MIG/inventory runs: planner time budget per pod (default 200)")
+    p.add_argument("--plot", metavar="FILE.png", help="also plot unallocated GPU vs arrived load (median over seeds)")
     p.add_argument("--json", action="store_true", help="one JSON document on stdout")
     return p
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {value}")
+    return value
 
 
 def _fail(message: str, code: int = 1) -> int:
@@ -156,7 +196,15 @@ def _print_human(doc: dict[str, Any]) -> None:
             print(f"{label:>28}: {vals}")
 
 
+def _whatif_mode(args: argparse.Namespace) -> bool:
+    return bool(args.inventory or args.mig_model)
+
+
 def run(args: argparse.Namespace) -> int:
+    if _whatif_mode(args):
+        return run_whatif(args)
+    if args.policy in PLANNER_POLICIES and args.policy not in policy_names():
+        return _fail(f"policy {args.policy!r} plans MIG/hami-core GPUs: add --mig-model MODEL or use --inventory", 2)
     for path in (args.nodes, args.pods):
         if not os.path.isfile(path):
             return _fail(f"{path}: no such file")
@@ -192,8 +240,128 @@ def run(args: argparse.Namespace) -> int:
         return _fail(f"{args.pods}: {exc}")
     finally:
         bar.close()
+    if args.plot:
+        from solver.whatif.plots import plot_unallocated
+
+        plot_unallocated({doc["policy"]: doc}, title=f"{doc['policy']} on {os.path.basename(args.pods)}",
+                         path=args.plot)
     if args.json:
         print(json.dumps(doc))
     else:
         _print_human(doc)
     return 0
+
+
+# --------------------------------------------------------------------------- MIG variant and inventory
+
+
+def _whatif_spec(args: argparse.Namespace, policy: str) -> Any:
+    from models.catalog import model
+    from models.config import load_inventory
+    from models.requests import mig_memory_total
+    from solver.openb import load_nodes, load_pods
+    from solver.whatif.runner import reference_memory, with_meta
+    from solver.whatif.specs import inventory_spec, mig_spec
+    from solver.whatif.workload import load_pod_yaml
+
+    layouts_any = None if args.layouts is None else args.layouts == "any"
+    yaml_pods = not args.pods.lower().endswith(".csv")
+    if args.inventory:
+        inv = load_inventory(args.inventory)
+        pods: Any = load_pod_yaml(args.pods, reference_memory(inv)) if yaml_pods else load_pods(args.pods)
+        spec = inventory_spec(inv, pods, policy, scale=args.scale, layouts_any=layouts_any, tune_ratio=args.tune,
+                              time_budget_ms=args.time_budget_ms)
+    else:
+        nodes = load_nodes(args.nodes)
+        ref = mig_memory_total(model(args.mig_model))
+        pods = load_pod_yaml(args.pods, ref) if yaml_pods else load_pods(args.pods)
+        spec = mig_spec(nodes, [] if yaml_pods else pods, args.mig_model, policy, scale=args.scale,
+                        layouts_any=bool(layouts_any), tune_ratio=args.tune, time_budget_ms=args.time_budget_ms)
+        if yaml_pods:
+            from dataclasses import replace
+
+            spec = replace(spec, pods=tuple(pods))
+        spec = with_meta(spec, nodes=args.nodes)
+    return with_meta(spec, trace=args.pods)
+
+
+def run_whatif(args: argparse.Namespace) -> int:
+    from solver.whatif.runner import simulate as simulate_whatif
+    from solver.whatif.runner import workload_for
+
+    if args.mig_model and args.inventory:
+        return _fail("--mig-model rewrites the --nodes list; an --inventory states its own GPUs", 2)
+    policy = args.policy or PLANNER_POLICY
+    if policy not in PLANNER_POLICIES:
+        return _fail(f"unknown policy {policy!r} for MIG/inventory runs (known: {', '.join(PLANNER_POLICIES)})", 2)
+    if args.tune < 0:
+        return _fail(f"--tune must be >= 0 (0: no tuning), got {args.tune}", 2)
+    for path in (args.nodes or args.inventory, args.pods):
+        if not os.path.isfile(path):
+            return _fail(f"{path}: no such file")
+    try:
+        spec = _whatif_spec(args, policy)
+        import numpy as np
+
+        total = sum(len(workload_for(spec, np.random.default_rng(s))) for s in args.seeds)
+    except OpenbFormatError as exc:
+        return _fail(str(exc))
+    except DynamigError as exc:
+        return _fail(str(exc))
+    except ValueError as exc:  # e.g. a workload without GPU demand
+        return _fail(f"{args.pods}: {exc}")
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc=f"simulate {policy} ({spec.total_gpus} GPUs)", unit="pod", file=sys.stderr,
+               disable=None, mininterval=0.5)
+    try:
+        doc = simulate_whatif(spec, args.seeds, args.processes, progress=bar.update)
+    finally:
+        bar.close()
+    if args.plot:
+        from solver.whatif.plots import plot_unallocated
+
+        plot_unallocated({policy: doc}, keys=("unallocated_gpu_pct", "unallocated_demand_pct"),
+                         title=f"{policy} on {doc['cluster']['gpus']} GPUs ({os.path.basename(args.pods)})",
+                         path=args.plot)
+    if args.json:
+        print(json.dumps(doc))
+    else:
+        _print_whatif(doc)
+    return 0
+
+
+def _fmt(v: Any) -> str:
+    return "-" if v is None else f"{v:.2f}"
+
+
+def _print_whatif(doc: dict[str, Any]) -> None:
+    c = doc["cluster"]
+    src = doc.get("nodes") or doc.get("inventory") or ""
+    extra = f"  mig-model {doc['mig_model']}" if doc.get("mig_model") else ""
+    print(f"protocol {doc['protocol']}  policy {doc['policy']}  pods {doc.get('trace', '')}  nodes {src}{extra}  "
+          f"scale {doc.get('scale', 1.0)} ({c['nodes']} nodes, {c['gpus']} GPUs)  layouts {doc['layouts']}  "
+          f"tune {doc['tune_ratio']}")
+    print(f"{'seed':>6} {'pods':>7} {'placed':>7} {'failed':>7} {'unalloc@100%':>13} {'mem@100%':>9} "
+          f"{'demand@100%':>12} {'reconf':>7} {'p50 ms':>7} {'p99 ms':>7} {'time':>7}")
+    for seed in doc["seeds"]:
+        r = doc["per_seed"][str(seed)]
+        print(f"{seed:>6} {r['pods']:>7} {r['placed']:>7} {r['failed']:>7} "
+              f"{_fmt(r['unallocated_gpu_pct'].get('100')):>13} {_fmt(r['unallocated_gpu_mem_pct'].get('100')):>9} "
+              f"{_fmt(r['unallocated_demand_pct'].get('100')):>12} {r['reconfigurations']:>7} "
+              f"{r['planner_p50_ms']:>7.2f} {r['planner_p99_ms']:>7.2f} {r['elapsed_s']:>6.1f}s")
+    print(f"at 100% arrived load, mean over {len(doc['seeds'])} seed(s): unallocated GPU compute "
+          f"{_fmt(doc['mean_unallocated_gpu_pct_at_100'])}%, "
+          f"memory {_fmt(doc['mean_unallocated_gpu_mem_pct_at_100'])}%, "
+          f"FGD demand-based {_fmt(doc['mean_unallocated_demand_pct_at_100'])}%")
+    print(f"reconfigurations {_fmt(doc['reconfigurations'])} per run; planner p50 {doc['planner_p50_ms']:.2f} ms, "
+          f"p99 {doc['planner_p99_ms']:.2f} ms over {doc['planner_calls']} calls")
+    med = doc["median_over_seeds"]
+    rows = [x for x in REPORT_BUCKETS if str(x) in med["unallocated_gpu_pct"]]
+    if rows:
+        print("median over seeds   arrived%: " + " ".join(f"{x:>6}" for x in rows))
+        for key, label in (("unallocated_gpu_pct", "unallocated compute %"),
+                           ("unallocated_gpu_mem_pct", "unallocated memory %"),
+                           ("unallocated_demand_pct", "unallocated demand %")):
+            vals = " ".join(f"{med[key].get(str(x), float('nan')):>6.2f}" for x in rows)
+            print(f"{label:>28}: {vals}")
