@@ -59,6 +59,7 @@ notebooks: $(STAMP)
 	  echo "executing $$nb" >&2; \
 	  $(BIN)/python -c 'import sys, nbformat; from nbclient import NotebookClient; \
 	    nb = nbformat.read(sys.argv[1], as_version=4); \
-	    NotebookClient(nb, timeout=7200, kernel_name="python3", resources={"metadata": {"path": "notebooks"}}).execute()' \
+	    NotebookClient(nb, timeout=7200, kernel_name="python3", resources={"metadata": {"path": "notebooks"}}).execute(); \
+	    print("".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "stream"))' \
 	    $$nb || exit 1; \
 	done

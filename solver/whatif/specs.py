@@ -1,0 +1,53 @@
+"""Building :class:`RunSpec` values: the MIG variant of the openb cluster, or an inventory."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+
+from models.catalog import model
+from models.config import BUILTIN_DEVICE_CONFIG, Inventory
+from models.requests import mig_memory_total
+from models.templates import DeviceConfig
+from solver.fgd.workload import SimPod
+from solver.openb import OpenbNode, OpenbPod
+
+from .cluster import scale_nodes
+from .mapping import mig_inventory_nodes
+from .runner import RunSpec
+from .workload import Job
+
+__all__ = ["inventory_spec", "mig_spec"]
+
+
+def _sim(pods: Sequence[OpenbPod | SimPod]) -> tuple[SimPod, ...]:
+    return tuple(p if isinstance(p, SimPod) else SimPod.from_openb(p) for p in pods)
+
+
+def mig_spec(nodes: Sequence[OpenbNode], pods: Sequence[OpenbPod | SimPod], mig_model: str = "A100-SXM4-80GB",
+             policy: str = "dynamig", *, scale: float = 1.0, layouts_any: bool = False, tune_ratio: float = 1.3,
+             templates: DeviceConfig = BUILTIN_DEVICE_CONFIG, time_budget_ms: float = 200.0) -> RunSpec:
+    """The MIG variant: every GPU node of ``nodes`` with its GPUs replaced by ``mig_model`` in mig
+    mode (a ``scale`` fraction of the nodes, by shape), the openb ``pods`` mapped to MiB requests
+    against the model's full-instance memory."""
+    m = model(mig_model)
+    inv = Inventory(scale_nodes(mig_inventory_nodes(nodes, m.name), scale), templates, layouts_any, "openb")
+    return RunSpec(inv, _sim(pods), policy, tune_ratio, mig_memory_total(m), time_budget_ms,
+                   (("mig_model", m.name), ("scale", scale), ("variant", "mig")))
+
+
+def inventory_spec(inv: Inventory, pods: Sequence[OpenbPod | SimPod] | Sequence[Job], policy: str = "dynamig", *,
+                   scale: float = 1.0, layouts_any: bool | None = None, tune_ratio: float = 1.3,
+                   time_budget_ms: float = 200.0) -> RunSpec:
+    """An inventory-driven run: openb pods become memory-percentage requests (the cluster may mix
+    models and modes); jobs (e.g. from Pod YAML) are taken as they are."""
+    inv = replace(inv, nodes=scale_nodes(inv.nodes, scale))
+    if layouts_any is not None:
+        inv = replace(inv, layouts_any=layouts_any)
+    items: tuple[SimPod, ...] | tuple[Job, ...]
+    if pods and isinstance(pods[0], Job):
+        items = tuple(p for p in pods if isinstance(p, Job))
+    else:
+        items = _sim([p for p in pods if not isinstance(p, Job)])
+    return RunSpec(inv, items, policy, tune_ratio, None, time_budget_ms,
+                   (("inventory", inv.source), ("scale", scale), ("variant", "inventory")))
