@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import OPENB, needs_openb
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -47,12 +48,8 @@ from solver.fgd.fgdscore import fgd_score
 from solver.fgd.policy import Placement, best_fit_gpus, register_policy
 from solver.openb import load_nodes, load_pods
 
-_ROOT = Path(__file__).resolve().parents[1]
-DATA = next(
-    (p for p in (_ROOT / "shared/data/openb", _ROOT.parent / "shared/data/openb") if p.is_dir()),
-    _ROOT / "shared/data/openb",
-)
-needs_data = pytest.mark.skipif(not DATA.is_dir(), reason="openb data not present")
+DATA = OPENB
+needs_data = needs_openb
 
 SIX = ("random", "dotprod", "clustering", "packing", "bestfit", "fgd")
 

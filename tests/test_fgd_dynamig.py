@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import OPENB, needs_openb
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -26,12 +27,8 @@ from solver.fgd.dynamig_policy import ShareValues, cutting_stock_duals, knapsack
 from solver.fgd.policy import Policy
 from solver.openb import load_nodes, load_pods
 
-_ROOT = Path(__file__).resolve().parents[1]
-DATA = next(
-    (p for p in (_ROOT / "shared/data/openb", _ROOT.parent / "shared/data/openb") if p.is_dir()),
-    _ROOT / "shared/data/openb",
-)
-needs_data = pytest.mark.skipif(not DATA.is_dir(), reason="openb data not present")
+DATA = OPENB
+needs_data = needs_openb
 
 WHOLE_4C = TypicalPods.from_specs([((4000, 1000, 1, ()), 3), ((1000, 0, 0, ()), 1)])
 

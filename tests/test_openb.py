@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import OPENB, needs_openb
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -22,12 +23,8 @@ from solver.openb import (
     share_memory_mib,
 )
 
-_ROOT = Path(__file__).resolve().parents[1]
-DATA = next(
-    (p for p in (_ROOT / "shared/data/openb", _ROOT.parent / "shared/data/openb") if p.is_dir()),
-    _ROOT / "shared/data/openb",
-)
-needs_data = pytest.mark.skipif(not DATA.is_dir(), reason="openb data not present")
+DATA = OPENB
+needs_data = needs_openb
 
 NODE_HEADER = ",".join(NODE_COLUMNS)
 POD_HEADER = ",".join(POD_COLUMNS)
