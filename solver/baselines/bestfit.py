@@ -15,7 +15,7 @@ from models.requests import ContainerRequest, PodRequest, mig_unit_memory, profi
 from models.types import NodeMode
 from solver.planner.context import Context
 
-from .common import WGpu, mig_assignment, share_assignment
+from .common import WGpu, fit_containers, mig_assignment, share_assignment
 
 
 def _shares(pod: PodRequest, c: ContainerRequest, node: str, gpus: list[WGpu]) -> list[UnitAssignment] | None:
@@ -38,53 +38,46 @@ def _shares(pod: PodRequest, c: ContainerRequest, node: str, gpus: list[WGpu]) -
     return out
 
 
-def fit(ctx: Context, pod: PodRequest, node: str, gpus: list[WGpu]) -> list[UnitAssignment] | None:
-    units: list[UnitAssignment] = []
-    for c in pod.containers:
-        if c.count == 0:
+def _pick(ctx: Context, pod: PodRequest, c: ContainerRequest, u: int, node: str,
+          gpus: list[WGpu]) -> UnitAssignment | None:
+    best: tuple[tuple[int, int, int, int, int], WGpu, Slot, int | None] | None = None
+    for w in gpus:
+        m = w.gpu.gpu_model
+        if w.gpu.mode is not NodeMode.MIG or not m.mig_capable:
             continue
-        if gpus and gpus[0].gpu.mode is NodeMode.HAMI_CORE:
-            got = _shares(pod, c, node, gpus)
-            if got is None:
-                return None
-            units.extend(got)
-            continue
-        for u in range(c.count):
-            best: tuple[tuple[int, int, int, int, int], WGpu, Slot, int | None] | None = None
-            for w in gpus:
-                m = w.gpu.gpu_model
-                if w.gpu.mode is not NodeMode.MIG or not m.mig_capable:
+        req = mig_unit_memory(c, m)
+        for s in w.free:
+            p = m.profile(s.profile)
+            if profile_serves(m, p, c):
+                key = (p.memory_mib - req, 0, 0, w.gpu.index, s.start)
+                if best is None or key < best[0]:
+                    best = (key, w, s, None)
+        if not w.held and not w.changed:
+            mi = ctx.model_info(m.name)
+            for o in mi.options if mi is not None else ():
+                if make_layout(o.layout) == make_layout(w.layout):
                     continue
-                req = mig_unit_memory(c, m)
-                for s in w.free:
+                for s in o.layout:
                     p = m.profile(s.profile)
                     if profile_serves(m, p, c):
-                        key = (p.memory_mib - req, 0, 0, w.gpu.index, s.start)
+                        key = (p.memory_mib - req, 1, o.rank, w.gpu.index, s.start)
                         if best is None or key < best[0]:
-                            best = (key, w, s, None)
-                if not w.held and not w.changed:
-                    mi = ctx.model_info(m.name)
-                    for o in mi.options if mi is not None else ():
-                        if make_layout(o.layout) == make_layout(w.layout):
-                            continue
-                        for s in o.layout:
-                            p = m.profile(s.profile)
-                            if profile_serves(m, p, c):
-                                key = (p.memory_mib - req, 1, o.rank, w.gpu.index, s.start)
-                                if best is None or key < best[0]:
-                                    best = (key, w, s, o.rank)
-            if best is None:
-                return None
-            _, w, slot, rank = best
-            if rank is not None:
-                mi = ctx.model_info(w.gpu.model)
-                assert mi is not None
-                opt = next(o for o in mi.options if o.rank == rank)
-                w.layout = list(opt.layout)
-                w.changed = True
-                w.template_index = opt.template_index
-            units.append(mig_assignment(ctx, pod, c, u, node, w, slot))
-    return units
+                            best = (key, w, s, o.rank)
+    if best is None:
+        return None
+    _, w, slot, rank = best
+    if rank is not None:
+        mi = ctx.model_info(w.gpu.model)
+        assert mi is not None
+        opt = next(o for o in mi.options if o.rank == rank)
+        w.layout = list(opt.layout)
+        w.changed = True
+        w.template_index = opt.template_index
+    return mig_assignment(ctx, pod, c, u, node, w, slot)
+
+
+def fit(ctx: Context, pod: PodRequest, node: str, gpus: list[WGpu]) -> list[UnitAssignment] | None:
+    return fit_containers(ctx, pod, node, gpus, _pick, _shares)
 
 
 def node_key(pod: PodRequest, name: str, before: list[WGpu], units: list[UnitAssignment]) -> tuple[object, ...]:

@@ -108,6 +108,39 @@ def fit_shares(pod: PodRequest, c: ContainerRequest, node: str, gpus: list[WGpu]
     return out
 
 
+#: Picks (and reserves in ``gpus``) the instance for one MIG unit, or None if none serves.
+MigUnitPicker = Callable[[Context, PodRequest, ContainerRequest, int, str, list[WGpu]], UnitAssignment | None]
+#: Places every hami-core unit of one container, or None.
+ShareFitter = Callable[[PodRequest, ContainerRequest, str, list[WGpu]], list[UnitAssignment] | None]
+
+
+def fit_containers(ctx: Context, pod: PodRequest, node: str, gpus: list[WGpu], pick_mig: MigUnitPicker,
+                   fit_share: ShareFitter) -> list[UnitAssignment] | None:
+    """The container loop every baseline shares: hami-core containers through ``fit_share``, MIG
+    units one at a time through ``pick_mig``; None as soon as one unit cannot be placed."""
+    units: list[UnitAssignment] = []
+    for c in pod.containers:
+        if c.count == 0:
+            continue
+        if gpus and gpus[0].gpu.mode is NodeMode.HAMI_CORE:
+            got = fit_share(pod, c, node, gpus)
+            if got is None:
+                return None
+            units.extend(got)
+            continue
+        for u in range(c.count):
+            unit = pick_mig(ctx, pod, c, u, node, gpus)
+            if unit is None:
+                return None
+            units.append(unit)
+    return units
+
+
+def fit_shares_in_policy_order(pod: PodRequest, c: ContainerRequest, node: str,
+                               gpus: list[WGpu]) -> list[UnitAssignment] | None:
+    return fit_shares(pod, c, node, ordered(gpus, pod.gpu_policy))
+
+
 def node_usage(gpus: list[WGpu]) -> int:
     return sum(w.usage() for w in gpus) // len(gpus) if gpus else PERMILLE
 

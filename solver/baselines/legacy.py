@@ -33,7 +33,7 @@ from models.requests import ContainerRequest, PodRequest, profile_serves
 from models.types import NodeMode
 from solver.planner.context import Context
 
-from .common import WGpu, fit_shares, mig_assignment, ordered
+from .common import WGpu, fit_containers, fit_shares_in_policy_order, mig_assignment, ordered
 
 
 def _entry_order(ctx: Context, w: WGpu) -> dict[str, int]:
@@ -62,46 +62,32 @@ def _first_match(ctx: Context, w: WGpu, c: ContainerRequest) -> tuple[int, list[
     return None
 
 
+def _pick(ctx: Context, pod: PodRequest, c: ContainerRequest, u: int, node: str,
+          gpus: list[WGpu]) -> UnitAssignment | None:
+    for w in ordered(gpus, pod.gpu_policy):
+        if w.gpu.mode is not NodeMode.MIG:
+            continue
+        m = w.gpu.gpu_model
+        if not m.mig_capable:
+            continue
+        if not w.held and not w.changed:  # HAMi's reset case
+            first = _first_match(ctx, w, c)
+            if first is None:
+                continue
+            idx, layout, prof = first
+            if make_layout(layout) != make_layout(w.layout):
+                w.layout = layout
+                w.changed = True
+                w.template_index = idx
+            slot = min((s for s in w.layout if s.profile == prof and s not in w.held), key=lambda s: s.start)
+            return mig_assignment(ctx, pod, c, u, node, w, slot)
+        order = _entry_order(ctx, w)
+        free = sorted(w.free, key=lambda s: (order.get(s.profile, 99), s.start))
+        ok = [s for s in free if profile_serves(m, m.profile(s.profile), c)]
+        if ok:
+            return mig_assignment(ctx, pod, c, u, node, w, ok[0])
+    return None
+
+
 def fit(ctx: Context, pod: PodRequest, node: str, gpus: list[WGpu]) -> list[UnitAssignment] | None:
-    units: list[UnitAssignment] = []
-    for c in pod.containers:
-        if c.count == 0:
-            continue
-        if gpus and gpus[0].gpu.mode is NodeMode.HAMI_CORE:
-            got = fit_shares(pod, c, node, ordered(gpus, pod.gpu_policy))
-            if got is None:
-                return None
-            units.extend(got)
-            continue
-        for u in range(c.count):
-            placed = False
-            for w in ordered(gpus, pod.gpu_policy):
-                if w.gpu.mode is not NodeMode.MIG:
-                    continue
-                m = w.gpu.gpu_model
-                if not m.mig_capable:
-                    continue
-                if not w.held and not w.changed:  # HAMi's reset case
-                    first = _first_match(ctx, w, c)
-                    if first is None:
-                        continue
-                    idx, layout, prof = first
-                    if make_layout(layout) != make_layout(w.layout):
-                        w.layout = layout
-                        w.changed = True
-                        w.template_index = idx
-                    slot = min((s for s in w.layout if s.profile == prof and s not in w.held),
-                               key=lambda s: s.start)
-                    units.append(mig_assignment(ctx, pod, c, u, node, w, slot))
-                    placed = True
-                    break
-                order = _entry_order(ctx, w)
-                free = sorted(w.free, key=lambda s: (order.get(s.profile, 99), s.start))
-                ok = [s for s in free if profile_serves(m, m.profile(s.profile), c)]
-                if ok:
-                    units.append(mig_assignment(ctx, pod, c, u, node, w, ok[0]))
-                    placed = True
-                    break
-            if not placed:
-                return None
-    return units
+    return fit_containers(ctx, pod, node, gpus, _pick, fit_shares_in_policy_order)

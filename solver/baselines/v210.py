@@ -19,11 +19,11 @@ from __future__ import annotations
 from models.catalog import MigProfile
 from models.layouts import Slot, is_valid
 from models.plan import UnitAssignment
-from models.requests import PodRequest, profile_serves
+from models.requests import ContainerRequest, PodRequest, profile_serves
 from models.types import NodeMode
 from solver.planner.context import Context
 
-from .common import WGpu, fit_shares, mig_assignment, ordered
+from .common import WGpu, fit_containers, fit_shares_in_policy_order, mig_assignment, ordered
 
 
 def allowlist(ctx: Context, model_name: str) -> list[MigProfile]:
@@ -66,35 +66,22 @@ def _create(w: WGpu, slot: Slot) -> None:
     w.template_index = None
 
 
+def _pick(ctx: Context, pod: PodRequest, c: ContainerRequest, u: int, node: str,
+          gpus: list[WGpu]) -> UnitAssignment | None:
+    for w in ordered(gpus, pod.gpu_policy):
+        if w.gpu.mode is not NodeMode.MIG or not w.gpu.gpu_model.mig_capable:
+            continue
+        m = w.gpu.gpu_model
+        for p in allowlist(ctx, m.name):
+            if not profile_serves(m, p, c):
+                continue
+            slot = _candidate(w, p)
+            if slot is None:
+                continue
+            _create(w, slot)
+            return mig_assignment(ctx, pod, c, u, node, w, slot)
+    return None
+
+
 def fit(ctx: Context, pod: PodRequest, node: str, gpus: list[WGpu]) -> list[UnitAssignment] | None:
-    units: list[UnitAssignment] = []
-    for c in pod.containers:
-        if c.count == 0:
-            continue
-        if gpus and gpus[0].gpu.mode is NodeMode.HAMI_CORE:
-            got = fit_shares(pod, c, node, ordered(gpus, pod.gpu_policy))
-            if got is None:
-                return None
-            units.extend(got)
-            continue
-        for u in range(c.count):
-            placed = False
-            for w in ordered(gpus, pod.gpu_policy):
-                if w.gpu.mode is not NodeMode.MIG or not w.gpu.gpu_model.mig_capable:
-                    continue
-                m = w.gpu.gpu_model
-                for p in allowlist(ctx, m.name):
-                    if not profile_serves(m, p, c):
-                        continue
-                    slot = _candidate(w, p)
-                    if slot is None:
-                        continue
-                    _create(w, slot)
-                    units.append(mig_assignment(ctx, pod, c, u, node, w, slot))
-                    placed = True
-                    break
-                if placed:
-                    break
-            if not placed:
-                return None
-    return units
+    return fit_containers(ctx, pod, node, gpus, _pick, fit_shares_in_policy_order)
