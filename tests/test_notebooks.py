@@ -6,14 +6,11 @@ import os
 from pathlib import Path
 
 import pytest
+from conftest import OPENB, needs_openb
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
-DATA = next(
-    (p for p in (ROOT / "shared/data/openb", ROOT.parent / "shared/data/openb")
-     if (p / "openb_pod_list_default.csv").is_file()),
-    None,
-)
+DATA = OPENB
 
 CASES = {
     "capacity_whatif.ipynb": ("capacity_whatif_nodes.png", "capacity_whatif_mig_vs_hami.png"),
@@ -21,7 +18,7 @@ CASES = {
 }
 
 
-@pytest.mark.skipif(DATA is None, reason="openb data not present")
+@needs_openb
 @pytest.mark.timeout(240)
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_notebook_runs_small_and_writes_plots(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import OPENB, needs_openb
 
 from dynamig.commands import simulate as simulate_cmd
 from models.catalog import model
@@ -40,12 +41,8 @@ from solver.whatif.capacity import evaluate_count
 from solver.whatif.workload import job_demand, parse_quantity
 
 A100 = "A100-SXM4-80GB"
-DATA = next(
-    (p for p in (Path(__file__).resolve().parents[1] / "shared/data/openb",
-                 Path(__file__).resolve().parents[2] / "shared/data/openb") if p.is_dir()),
-    Path("shared/data/openb"),
-)
-needs_data = pytest.mark.skipif(not DATA.is_dir(), reason="openb data not present")
+DATA = OPENB
+needs_data = needs_openb
 
 
 # --------------------------------------------------------------------------- mapping
