@@ -190,23 +190,29 @@ def _field(fields: list[str], index: dict[str, int], column: str) -> str | None:
     return fields[i]
 
 
+def _named_rows(p: Path, rows: Iterator[tuple[int, list[str]]], width: int, name_col: int,
+                what: str, column: str) -> Iterator[tuple[int, list[str], str]]:
+    """Rows with the right width and a unique, non-empty name in column ``name_col``."""
+    seen: set[str] = set()
+    for line, fields in rows:
+        if len(fields) != width:
+            raise OpenbFormatError(p, line, f"expected {width} fields, got {len(fields)}")
+        name = fields[name_col].strip()
+        if not name:
+            raise OpenbFormatError(p, line, f"column {column}: empty {what} name")
+        if name in seen:
+            raise OpenbFormatError(p, line, f"duplicate {what} name {name!r}")
+        seen.add(name)
+        yield line, fields, name
+
+
 def load_nodes(path: str | Path) -> tuple[OpenbNode, ...]:
     """Load a node list (``sn,cpu_milli,memory_mib,gpu,model``)."""
     p = Path(path)
     rows = _rows(p)
     index = _header(p, rows, NODE_COLUMNS)
-    width = len(index)
     nodes: list[OpenbNode] = []
-    seen: set[str] = set()
-    for line, fields in rows:
-        if len(fields) != width:
-            raise OpenbFormatError(p, line, f"expected {width} fields, got {len(fields)}")
-        name = fields[index["sn"]].strip()
-        if not name:
-            raise OpenbFormatError(p, line, "column sn: empty node name")
-        if name in seen:
-            raise OpenbFormatError(p, line, f"duplicate node name {name!r}")
-        seen.add(name)
+    for line, fields, name in _named_rows(p, rows, len(index), index["sn"], "node", "sn"):
         cpu = _int(p, line, "cpu_milli", fields[index["cpu_milli"]], minimum=1)
         mem = _int(p, line, "memory_mib", fields[index["memory_mib"]])
         gpus = _int(p, line, "gpu", fields[index["gpu"]])
@@ -226,16 +232,7 @@ def load_pods(path: str | Path) -> tuple[OpenbPod, ...]:
     index = _header(p, rows, POD_COLUMNS_SHORT)
     width = len(index)
     pods: list[OpenbPod] = []
-    seen: set[str] = set()
-    for line, fields in rows:
-        if len(fields) != width:
-            raise OpenbFormatError(p, line, f"expected {width} fields, got {len(fields)}")
-        name = fields[index["name"]].strip()
-        if not name:
-            raise OpenbFormatError(p, line, "column name: empty pod name")
-        if name in seen:
-            raise OpenbFormatError(p, line, f"duplicate pod name {name!r}")
-        seen.add(name)
+    for line, fields, name in _named_rows(p, rows, width, index["name"], "pod", "name"):
         cpu = _int(p, line, "cpu_milli", fields[index["cpu_milli"]])
         mem = _int(p, line, "memory_mib", fields[index["memory_mib"]])
         num_gpu = _int(p, line, "num_gpu", fields[index["num_gpu"]])
