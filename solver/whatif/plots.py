@@ -32,6 +32,14 @@ def _save(fig: Any, path: str | Path | None) -> Any:
     return fig
 
 
+
+def _finish(plt: Any, fig: Any, path: str | Path | None) -> Any:
+    """Lay out, save (when ``path``) and close a figure; returns what :func:`_save` returns."""
+    fig.tight_layout()
+    out = _save(fig, path)
+    plt.close(fig)
+    return out
+
 def plot_unallocated(docs: Mapping[str, Mapping[str, Any]], keys: Sequence[str] = ("unallocated_gpu_pct",),
                      title: str = "", path: str | Path | None = None, lo: int = 50) -> Any:
     """Median over seeds of each measure vs arrived load, one line per document (label → doc);
@@ -50,10 +58,7 @@ def plot_unallocated(docs: Mapping[str, Mapping[str, Any]], keys: Sequence[str] 
         ax.legend(fontsize=8)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    out = _save(fig, path)
-    plt.close(fig)
-    return out
+    return _finish(plt, fig, path)
 
 
 def plot_latency(rows: Sequence[Mapping[str, Any]], title: str = "", path: str | Path | None = None) -> Any:
@@ -74,10 +79,7 @@ def plot_latency(rows: Sequence[Mapping[str, Any]], title: str = "", path: str |
     ax.legend(fontsize=7, ncol=2)
     if title:
         ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    out = _save(fig, path)
-    plt.close(fig)
-    return out
+    return _finish(plt, fig, path)
 
 
 def plot_capacity(results: Sequence[Any], target_pct: float, title: str = "", path: str | Path | None = None) -> Any:
@@ -100,7 +102,4 @@ def plot_capacity(results: Sequence[Any], target_pct: float, title: str = "", pa
     ax.legend(fontsize=7)
     if title:
         ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    out = _save(fig, path)
-    plt.close(fig)
-    return out
+    return _finish(plt, fig, path)
