@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from models import nodelock
-from models.cluster import StateProblem, state_from_objects
+from models.cluster import StateProblem, host_request_of, state_from_objects
 from models.codecs import (
     NODE_GPUS,
     PHASE_ALLOCATING,
@@ -194,7 +194,9 @@ class Extender:
             pods = (*(p for p in cur.pods if _key(p) != key), pod_obj)
             fp = dict(cur.fingerprint)
             fp["p/" + key] = pod_fingerprint(pod_obj)
-            self._snap = Snapshot(rev_before + 1, apply_plan(cur.state, plan), cur.allocated | {key},
+            host = host_request_of(pod_obj)
+            self._snap = Snapshot(rev_before + 1, apply_plan(cur.state, plan, {key: host} if host else None),
+                                  cur.allocated | {key},
                                   cur.nodes, pods, cur.problems, fp)
 
     # ------------------------------------------------------------------ node serialisation

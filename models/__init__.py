@@ -26,12 +26,12 @@ from .plan import LayoutChange, Plan, PodPlacement, StageResult, UnitAssignment,
 from .requests import ContainerRequest, PodRequest, parse_pod
 from .store import ClusterStore, InMemoryStore
 from .templates import DeviceConfig, Geometry, MigTemplate, ModelGeometries
-from .types import ClusterState, Gpu, MigInstance, Node, NodeMode, ShareUsage, UnitKind
+from .types import ClusterState, Gpu, HostUsage, MigInstance, Node, NodeMode, ShareUsage, UnitKind
 from .validate import Violation, validate
 
 __all__ = [
     "CATALOG", "CatalogError", "ClusterState", "ClusterStore", "CodecError", "ConfigError", "Conflict",
-    "ContainerRequest", "DeviceConfig", "DynamigError", "Geometry", "Gpu", "GpuModel", "InMemoryStore",
+    "ContainerRequest", "DeviceConfig", "DynamigError", "Geometry", "Gpu", "GpuModel", "HostUsage", "InMemoryStore",
     "Inventory", "Layout", "LayoutChange", "LayoutError", "MigInstance", "MigProfile", "MigTemplate",
     "ModelGeometries", "Node", "NodeMode", "NotFound", "Plan", "PodPlacement", "PodRequest", "RequestError",
     "ShareUsage", "Slot", "StageResult", "StoreError", "UnitAssignment", "UnitKind", "Violation", "apply_plan",

@@ -19,9 +19,11 @@ from .codecs import (
     decode_node,
 )
 from .config import Inventory
-from .errors import CodecError
+from .errors import CodecError, RequestError
 from .layouts import Slot
-from .types import ClusterState, Gpu, MigInstance, Node, NodeMode, ShareUsage, UnitKind, gpu_uuid
+from .quantity import QuantityError, cpu_milli, memory_mib
+from .requests import PodRequest, host_request
+from .types import ClusterState, Gpu, HostUsage, MigInstance, Node, NodeMode, ShareUsage, UnitKind, gpu_uuid
 
 TERMINAL_PHASES = ("Succeeded", "Failed")
 
@@ -92,15 +94,22 @@ def state_from_objects(
             continue
         labels = tuple(sorted((str(k), str(v)) for k, v in (meta.get("labels") or {}).items()))
         alloc = (obj.get("status") or {}).get("allocatable") or {}
-        cpu = _cpu_milli(alloc.get("cpu"))
-        by_name[name] = Node(name, reg.mode, reg.gpus, cpu, None, labels)
+        cpu = _allocatable(alloc.get("cpu"), cpu_milli)
+        mem = _allocatable(alloc.get("memory"), memory_mib)
+        by_name[name] = Node(name, reg.mode, reg.gpus, cpu, mem, labels)
     allocs: list[tuple[str, PodAllocation]] = []
+    host: dict[str, list[HostUsage]] = {}
     for pod in pods:
         try:
             a = active_allocation(pod)
         except CodecError as e:
             problems.append(StateProblem(f"pod {_pod_key(pod)}", str(e)))
             continue
+        on = a.node if a is not None else _running_on(pod)
+        if on is not None:
+            usage = host_request_of(pod)
+            if usage is not None:
+                host.setdefault(on, []).append(HostUsage(usage.key, usage.cpu_milli, usage.host_memory_mib))
         if a is not None:
             t = ((pod.get("metadata") or {}).get("annotations") or {}).get("dynamig.io/plan-time", "0")
             allocs.append((t, a))
@@ -112,6 +121,9 @@ def state_from_objects(
             continue
         updated = _hold_allocation(node, a, problems)
         by_name[a.node] = updated
+    for name, held in host.items():
+        if name in by_name:
+            by_name[name] = replace(by_name[name], host=tuple(sorted(held, key=lambda h: h.pod)))
     return ClusterState(tuple(by_name[k] for k in sorted(by_name)), layouts_any), problems
 
 
@@ -123,14 +135,37 @@ def _isfloat(s: str) -> bool:
     return True
 
 
-def _cpu_milli(q: Any) -> int | None:
+def _allocatable(q: Any, conv: Any) -> int | None:
     if q is None:
         return None
-    s = str(q)
     try:
-        return int(s[:-1]) if s.endswith("m") else int(float(s) * 1000)
-    except ValueError:
+        return int(conv(q))
+    except QuantityError:
         return None
+
+
+def _running_on(pod: Mapping[str, Any]) -> str | None:
+    """The node a live pod without a dynamig allocation is bound to (its host requests count there)."""
+    if (pod.get("status") or {}).get("phase") in TERMINAL_PHASES or (pod.get("metadata") or {}).get(
+            "deletionTimestamp"):
+        return None
+    name = (pod.get("spec") or {}).get("nodeName")
+    return str(name) if name else None
+
+
+def host_request_of(pod: Mapping[str, Any]) -> PodRequest | None:
+    """A request carrying only the pod's host CPU and memory (None when it asks for neither or the
+    manifest cannot be read: kube-scheduler accounts such pods; here they only shape scores)."""
+    meta = pod.get("metadata") or {}
+    key = _pod_key(pod)
+    ns, _, name = key.partition("/")
+    try:
+        cpu, mem = host_request(pod.get("spec") or {}, f"pod {key}")
+    except RequestError:
+        return None
+    if not cpu and not mem:
+        return None
+    return PodRequest(ns, name, str(meta.get("uid") or ""), cpu_milli=cpu, host_memory_mib=mem)
 
 
 def _hold_allocation(node: Node, a: PodAllocation, problems: list[StateProblem]) -> Node:

@@ -4,12 +4,12 @@ and applying a plan to a snapshot as a pure function.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 
 from .layouts import Layout, Slot
-from .requests import holder_id
-from .types import ClusterState, Gpu, MigInstance, Node, ShareUsage, UnitKind
+from .requests import PodRequest, holder_id
+from .types import ClusterState, Gpu, HostUsage, MigInstance, Node, ShareUsage, UnitKind
 
 
 @dataclass(frozen=True)
@@ -95,8 +95,9 @@ class Plan:
             yield from p.units
 
 
-def apply_plan(state: ClusterState, plan: Plan) -> ClusterState:
-    """The state after the plan: new layouts first (fresh free instances), then every unit held.
+def apply_plan(state: ClusterState, plan: Plan, requests: Mapping[str, PodRequest] | None = None) -> ClusterState:
+    """The state after the plan: new layouts first (fresh free instances), then every unit held;
+    with ``requests``, each placed pod's host CPU and memory are taken on its node too.
 
     Pure and trusting: run :func:`models.validate.validate` first; this does not re-check.
     """
@@ -104,7 +105,12 @@ def apply_plan(state: ClusterState, plan: Plan) -> ClusterState:
     by_gpu: dict[tuple[str, str], list[UnitAssignment]] = {}
     for u in plan.units():
         by_gpu.setdefault((u.node, u.gpu), []).append(u)
-    touched_nodes = {n for n, _ in changes} | {n for n, _ in by_gpu}
+    host: dict[str, list[HostUsage]] = {}
+    for pl in plan.placements:
+        req = requests.get(pl.pod) if requests is not None else None
+        if pl.placed and pl.node is not None and req is not None and (req.cpu_milli or req.host_memory_mib):
+            host.setdefault(pl.node, []).append(HostUsage(pl.pod, req.cpu_milli, req.host_memory_mib))
+    touched_nodes = {n for n, _ in changes} | {n for n, _ in by_gpu} | set(host)
     nodes: list[Node] = []
     for node in state.nodes:
         if node.name not in touched_nodes:
@@ -120,7 +126,7 @@ def apply_plan(state: ClusterState, plan: Plan) -> ClusterState:
             if units:
                 gpu = _hold(gpu, units)
             gpus.append(gpu)
-        nodes.append(replace(node, gpus=tuple(gpus)))
+        nodes.append(replace(node, gpus=tuple(gpus), host=node.host + tuple(host.get(node.name, ()))))
     return state.with_nodes(tuple(nodes))
 
 
@@ -141,11 +147,15 @@ def _hold(gpu: Gpu, units: list[UnitAssignment]) -> Gpu:
 
 
 def release_pod(state: ClusterState, pod_key: str) -> ClusterState:
-    """The state after a pod ends: its instances become free (layout kept), its shares go."""
+    """The state after a pod ends: its instances become free (layout kept), its shares and host
+    requests go."""
     prefix = pod_key + "/"
     nodes = []
     for node in state.nodes:
         changed = False
+        if any(h.pod == pod_key for h in node.host):
+            node = replace(node, host=tuple(h for h in node.host if h.pod != pod_key))
+            changed = True
         gpus = []
         for g in node.gpus:
             if any(i.holder and i.holder.startswith(prefix) for i in g.instances) or any(

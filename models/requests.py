@@ -14,6 +14,7 @@ from typing import Any
 
 from .catalog import GpuModel, MigProfile
 from .errors import RequestError
+from .quantity import QuantityError, cpu_milli, memory_mib
 from .types import Gpu, NodeMode
 
 RES_GPU = "nvidia.com/gpu"
@@ -66,6 +67,8 @@ class PodRequest:
     node_policy: str = BINPACK
     gpu_policy: str = SPREAD
     priority: int = 0
+    cpu_milli: int = 0  # host CPU the pod requests (kube's effective request over its containers)
+    host_memory_mib: int = 0  # host memory the pod requests
 
     @property
     def key(self) -> str:
@@ -216,6 +219,37 @@ def _container(c: Mapping[str, Any], index: int, where: str) -> ContainerRequest
     return ContainerRequest(name, index, count, mem, pct, cores)
 
 
+def _host_request(c: Mapping[str, Any], where: str) -> tuple[int, int]:
+    """(CPU milli, memory MiB) a container requests; a limit stands in for a missing request (kube).
+    ``where`` names the container (``pod ns/name.containers[0]``)."""
+    res = c.get("resources") or {}
+    req = dict(res.get("limits") or {})
+    req.update(res.get("requests") or {})
+    out = []
+    for key, conv in (("cpu", cpu_milli), ("memory", memory_mib)):
+        raw = req.get(key)
+        if raw is None:
+            out.append(0)
+            continue
+        try:
+            v = conv(raw)
+        except QuantityError as e:
+            raise RequestError(f"{where}.resources.{key}: {e}") from None
+        if v < 0:
+            raise RequestError(f"{where}.resources.{key}: must not be negative, got {raw!r}")
+        out.append(v)
+    return out[0], out[1]
+
+
+def host_request(spec: Mapping[str, Any], where: str) -> tuple[int, int]:
+    """The pod's effective host request: max(largest init container, sum of app containers)."""
+    init = [_host_request(c, f"{where}.initContainers[{i}]") for i, c in enumerate(spec.get("initContainers") or [])]
+    app = [_host_request(c, f"{where}.containers[{i}]") for i, c in enumerate(spec.get("containers") or [])]
+    cpu = max([sum(a[0] for a in app), *(i[0] for i in init)])
+    mem = max([sum(a[1] for a in app), *(i[1] for i in init)])
+    return cpu, mem
+
+
 def parse_pod(pod: Mapping[str, Any]) -> PodRequest:
     """A PodRequest from a Pod manifest (dict as the API server returns it)."""
     meta = pod.get("metadata") or {}
@@ -249,6 +283,7 @@ def parse_pod(pod: Mapping[str, Any]) -> PodRequest:
             raise RequestError(f"{where}: annotation {key}={v!r}: expected binpack or spread")
         policies.append(v)
     prio = spec.get("priority")
+    cpu, host_mem = host_request(spec, where)
     return PodRequest(
         namespace=ns,
         name=str(name),
@@ -262,4 +297,6 @@ def parse_pod(pod: Mapping[str, Any]) -> PodRequest:
         node_policy=policies[0],
         gpu_policy=policies[1],
         priority=int(prio) if isinstance(prio, int) else 0,
+        cpu_milli=cpu,
+        host_memory_mib=host_mem,
     )

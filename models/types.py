@@ -43,6 +43,15 @@ class ShareUsage:
 
 
 @dataclass(frozen=True)
+class HostUsage:
+    """The host CPU and memory one pod on a node requests (kube-scheduler's NodeResourcesFit view)."""
+
+    pod: str  # namespace/name
+    cpu_milli: int
+    memory_mib: int
+
+
+@dataclass(frozen=True)
 class Gpu:
     uuid: str
     index: int
@@ -89,9 +98,26 @@ class Node:
     name: str
     mode: NodeMode
     gpus: tuple[Gpu, ...]
-    cpu_milli: int | None = None
-    memory_mib: int | None = None
+    cpu_milli: int | None = None  # allocatable host CPU; None = unknown (not checked)
+    memory_mib: int | None = None  # allocatable host memory; None = unknown (not checked)
     labels: tuple[tuple[str, str], ...] = ()
+    host: tuple[HostUsage, ...] = ()  # host requests of the pods placed here
+
+    @property
+    def cpu_used_milli(self) -> int:
+        return sum(h.cpu_milli for h in self.host)
+
+    @property
+    def memory_used_mib(self) -> int:
+        return sum(h.memory_mib for h in self.host)
+
+    def host_fit_problem(self, cpu_milli: int, memory_mib: int) -> str | None:
+        """Why a pod asking for this much host CPU and memory does not fit here (None: it fits)."""
+        if cpu_milli and self.cpu_milli is not None and self.cpu_used_milli + cpu_milli > self.cpu_milli:
+            return f"host CPU: needs {cpu_milli}m, {self.cpu_milli - self.cpu_used_milli}m free"
+        if memory_mib and self.memory_mib is not None and self.memory_used_mib + memory_mib > self.memory_mib:
+            return f"host memory: needs {memory_mib} MiB, {self.memory_mib - self.memory_used_mib} MiB free"
+        return None
 
     def gpu(self, uuid: str) -> Gpu:
         for g in self.gpus:

@@ -4,7 +4,8 @@
 plan may be used. Rules: every unit of a placed pod exactly once, on one node; nodes, GPUs and
 instances exist; an instance is held by one unit at most; layouts are valid for the model, come
 from the templates unless ``layouts: any``, and change only on idle GPUs; hami-core memory, core
-and split limits hold; mode, type and UUID annotations are honoured.
+and split limits hold; mode, type and UUID annotations are honoured; host CPU and memory fit
+where a node's allocatable is known.
 """
 
 from __future__ import annotations
@@ -112,7 +113,25 @@ def validate(
         for u in pl.units:
             _check_unit(state, plan, req, containers, u, new_layout, held, shares_planned,
                         share_gpus_per_container, bad, incremental)
+    _check_host(state, plan, requests, bad)
     return out
+
+
+def _check_host(state: ClusterState, plan: Plan, requests: Mapping[str, PodRequest],
+                bad: Callable[[str, str], None]) -> None:
+    """Host CPU and memory (kube-scheduler's NodeResourcesFit): the pods planned on a node fit
+    beside those already there, where the node's allocatable is known."""
+    planned: dict[str, tuple[int, int]] = {}
+    for pl in plan.placements:
+        req = requests.get(pl.pod)
+        if req is None or not pl.placed or pl.node is None or not state.has_node(pl.node):
+            continue
+        cpu, mem = planned.get(pl.node, (0, 0))
+        cpu, mem = cpu + req.cpu_milli, mem + req.host_memory_mib
+        planned[pl.node] = (cpu, mem)
+        why = state.node(pl.node).host_fit_problem(cpu, mem)
+        if why:
+            bad("host", f"{pl.pod} on node {pl.node}: {why} (with the plan's other pods there)")
 
 
 def _check_unit(

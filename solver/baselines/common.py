@@ -157,6 +157,7 @@ class Greedy:
         self.fit = fit
         self.node_key = node_key or self._hami_node_key
         self.work: dict[str, list[WGpu]] = {}
+        self.host_taken: dict[str, tuple[int, int]] = {}  # host CPU/memory planned per node
 
     @staticmethod
     def _hami_node_key(pod: PodRequest, name: str, before: list[WGpu], units: list[UnitAssignment]
@@ -172,6 +173,12 @@ class Greedy:
         best: tuple[tuple[object, ...], str, list[WGpu], list[UnitAssignment]] | None = None
         for name in names:
             node = self.state.node(name)
+            cpu, mem = self.host_taken.get(name, (0, 0))
+            host_why = node.host_fit_problem(cpu + pod.cpu_milli, mem + pod.host_memory_mib)
+            if host_why is not None:
+                if reasons is not None:
+                    reasons.append((name, host_why))
+                continue
             before = self.gpus(node)
             trial = [w.copy() for w in before]
             allowed = [w for w in trial if gpu_allowed(pod, w.gpu) is None]
@@ -187,6 +194,8 @@ class Greedy:
             return PodPlacement(pod.key, False)
         _, name, trial, units = best
         self.work[name] = trial
+        cpu, mem = self.host_taken.get(name, (0, 0))
+        self.host_taken[name] = (cpu + pod.cpu_milli, mem + pod.host_memory_mib)
         units.sort(key=lambda u: (u.container_index, u.unit))
         return PodPlacement(pod.key, True, name, tuple(units))
 

@@ -75,7 +75,7 @@ def greedy(ctx: Context, state: ClusterState, order: list[PodRequest], names: li
         step = Plan((pl,), ws.layout_changes())
         changes.update({c.gpu: c for c in step.layout_changes})
         placements.append(pl)
-        cur = apply_plan(cur, step)
+        cur = apply_plan(cur, step, {p.key: p})
     # relative to the starting state, a GPU an earlier pod re-partitioned is re-partitioned for the
     # later pods on it too
     fixed = []
@@ -92,13 +92,16 @@ def candidates(ctx: Context, views: list[NodeView], q: Query, keep: int) -> list
         quick = quick_costs(ctx, views, q)
         need = q.shape.counts[0]
         ranked = sorted((c[0], i) for i, c in enumerate(quick) if c is not None and c[1] >= need)
-        if need == 1:
+        if need == 1 and q.shape.host == (0, 0):
             return [views[i].node.name for _, i in ranked[:keep]]
         short = [i for _, i in ranked[:3 * keep + 8]]
     else:
         short = list(range(len(views)))
     exact = []
+    cpu, mem = q.shape.host
     for i in short:
+        if views[i].node.host_fit_problem(cpu, mem) is not None:
+            continue
         res = solve_node(ctx, views[i], q)
         if res.cost is not None:
             exact.append((res.cost, views[i].node.name))

@@ -113,6 +113,11 @@ class BatchModel:
             for j, c in enumerate(self.types[k].containers):
                 us = units.get((k, j), [])
                 m.add(sum(us) == self.z[(name, k)] * c.count) if us else m.add(self.z[(name, k)] == 0)
+        for axis, cap, used in ((0, node.cpu_milli, node.cpu_used_milli), (1, node.memory_mib, node.memory_used_mib)):
+            demand = [(self.z[(name, k)], self.types[k].shape.host[axis]) for k in tks
+                      if self.types[k].shape.host[axis]]
+            if cap is not None and demand:  # host CPU / memory (NodeResourcesFit)
+                m.add(sum(z * d for z, d in demand) <= max(0, cap - used))
 
     def _mig_group(self, g: Group, units: dict[tuple[int, int], list[Any]]) -> None:
         m = self.m

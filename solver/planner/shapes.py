@@ -22,12 +22,13 @@ class Shape:
     nouse_uuids: tuple[str, ...]
     node_policy: str
     gpu_policy: str
+    host: tuple[int, int] = (0, 0)  # (host CPU milli, host memory MiB): checked per node
 
     @property
     def node_free(self) -> Shape:
         """The shape without the node policy (per-node answers do not depend on it)."""
         return Shape(self.containers, self.modes, self.use_types, self.nouse_types, self.use_uuids,
-                     self.nouse_uuids, "", self.gpu_policy)
+                     self.nouse_uuids, "", self.gpu_policy, self.host)
 
     @property
     def counts(self) -> tuple[int, ...]:
@@ -47,6 +48,7 @@ def shape_of(pod: PodRequest) -> Shape:
     return Shape(
         tuple((c.count, c.memory_mib, c.memory_percent, c.cores) for c in pod.containers if c.count > 0),
         pod.modes, pod.use_types, pod.nouse_types, pod.use_uuids, pod.nouse_uuids, pod.node_policy, pod.gpu_policy,
+        (pod.cpu_milli, pod.host_memory_mib),
     )
 
 

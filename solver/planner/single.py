@@ -42,7 +42,13 @@ def solve_single(ctx: Context, state: ClusterState, pod: PodRequest, names: list
     reasons: list[tuple[str, str]] = []
     expired = False
     for i, name in enumerate(names):
-        view = node_view(ctx, state.node(name))
+        node = state.node(name)
+        host_why = node.host_fit_problem(pod.cpu_milli, pod.host_memory_mib)
+        if host_why is not None:
+            if explain:
+                reasons.append((name, host_why))
+            continue
+        view = node_view(ctx, node)
         res = solve_node(ctx, view, q)
         if res.cost is None:
             if explain:
