@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -44,8 +45,18 @@ class ExtenderConfig:
     max_body_bytes: int = 8 << 20
     identity: str = field(default_factory=default_identity)  # node-lock owner
     lock_expiry_s: float = 300.0
+    #: is the extender ``identity`` (a node-lock owner) still running? None: unknown, a foreign lock
+    #: then lives until ``lock_expiry_s``. The CLI wires it to the owner's presence Lease.
+    holder_alive: Callable[[str], bool] | None = None
+    #: a reservation of a pod that is not bound expires this long after its last filter (0: never)
+    reservation_ttl_s: float = 180.0
+    clock: Callable[[], float] = time.time  # injectable for tests
     is_leader: Callable[[], bool] | None = None  # None: no leader election
     prioritize_max_nodes: int = 16
+    # ---- request limits (each refused with a 4xx that names the limit)
+    max_units_per_container: int = 64
+    max_containers_per_pod: int = 64
+    max_json_depth: int = 64
     # ---- webhook
     webhook_ignore_label: str = "dynamig.io/webhook"
     #: users (fnmatch patterns) allowed to change dynamig.io/ allocation annotations of existing pods

@@ -16,15 +16,16 @@ extender advances the cached state by the plan instead of rebuilding it.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from models import nodelock
-from models.cluster import StateProblem, host_request_of, state_from_objects
+from models.cluster import StateProblem, active_allocation, host_request_of, state_from_objects
 from models.codecs import (
     NODE_GPUS,
     PHASE_ALLOCATING,
@@ -34,14 +35,16 @@ from models.codecs import (
     POD_BIND_TIME,
     POD_NODE,
     POD_PLAN_TIME,
+    NodeLock,
+    PodAllocation,
     allocation_from_plan,
     encode_allocation,
 )
 from models.errors import Conflict, DynamigError, NotFound, RequestError, StoreError
-from models.plan import Plan, apply_plan
+from models.plan import LayoutChange, Plan, apply_plan
 from models.requests import PodRequest, parse_pod, pod_of_holder
 from models.store import ClusterStore
-from models.types import ClusterState
+from models.types import ClusterState, NodeMode
 from models.validate import validate
 
 from .config import ExtenderConfig, call_plan
@@ -71,6 +74,62 @@ class Snapshot:
     problems: tuple[StateProblem, ...] = ()
     fingerprint: dict[str, tuple[Any, ...]] = field(default_factory=dict, compare=False, repr=False)
     built_at: float = field(default_factory=time.time)
+    expired: frozenset[str] = frozenset()  # unbound pods whose reservation outlived the TTL
+    next_expiry: float = math.inf  # when the next live reservation of an unbound pod expires
+    _cache: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def live_pods(self) -> tuple[dict[str, Any], ...]:
+        """The pods the state is built from (expired reservations left out)."""
+        if not self.expired:
+            return self.pods
+        return tuple(p for p in self.pods if _key(p) not in self.expired)
+
+    def registered(self) -> ClusterState:
+        """The GPUs as their device plugins registered them (no reservation applied)."""
+        st = self._cache.get("registered")
+        if st is None:
+            st = self._cache["registered"] = state_from_objects(self.nodes, [])[0]
+        return st
+
+    def pending_changes(self) -> dict[str, LayoutChange]:
+        pc = self._cache.get("pending")
+        if pc is None:
+            pc = self._cache["pending"] = pending_changes(self.live_pods)
+        return pc
+
+
+def plan_time(obj: Mapping[str, Any]) -> float | None:
+    raw = ((obj.get("metadata") or {}).get("annotations") or {}).get(POD_PLAN_TIME)
+    try:
+        t = float(raw) if raw is not None else None
+    except (TypeError, ValueError):
+        return None
+    return t if t is not None and math.isfinite(t) else None
+
+
+def reservation_expiry(obj: Mapping[str, Any], ttl_s: float) -> float | None:
+    """When the reservation of a pod that is not bound expires (None: no reservation, bound, or no TTL)."""
+    meta = obj.get("metadata") or {}
+    if ttl_s <= 0 or not (meta.get("annotations") or {}).get(POD_ALLOCATION):
+        return None
+    if (obj.get("spec") or {}).get("nodeName"):
+        return None
+    return (plan_time(obj) or 0.0) + ttl_s
+
+
+def expiries(pods: Iterable[Mapping[str, Any]], ttl_s: float, now: float) -> tuple[frozenset[str], float]:
+    expired: set[str] = set()
+    nxt = math.inf
+    for p in pods:
+        t = reservation_expiry(p, ttl_s)
+        if t is None:
+            continue
+        if t <= now:
+            expired.add(_key(p))
+        else:
+            nxt = min(nxt, t)
+    return frozenset(expired), nxt
 
 
 def node_fingerprint(obj: Mapping[str, Any]) -> tuple[Any, ...]:
@@ -88,10 +147,59 @@ def pod_fingerprint(obj: Mapping[str, Any]) -> tuple[Any, ...]:
             (obj.get("status") or {}).get("phase") in TERMINAL, bool(meta.get("deletionTimestamp")))
 
 
-def fingerprints(nodes: Iterable[Mapping[str, Any]], pods: Iterable[Mapping[str, Any]]) -> dict[str, tuple[Any, ...]]:
+def fingerprints(nodes: Iterable[Mapping[str, Any]], pods: Iterable[Mapping[str, Any]],
+                 expired: frozenset[str] = frozenset()) -> dict[str, tuple[Any, ...]]:
     fp = {"n/" + str((n.get("metadata") or {}).get("name")): node_fingerprint(n) for n in nodes}
-    fp.update(("p/" + _key(p), pod_fingerprint(p)) for p in pods)
+    fp.update(("p/" + _key(p), (*pod_fingerprint(p), _key(p) in expired)) for p in pods)
     return fp
+
+
+def pending_changes(pods: Iterable[Mapping[str, Any]]) -> dict[str, LayoutChange]:
+    """GPU uuid -> the latest layout change a live reservation asks for (its template and mode)."""
+    out: dict[str, tuple[float, LayoutChange]] = {}
+    for p in pods:
+        try:
+            a = active_allocation(p)
+        except DynamigError:
+            continue
+        if a is None:
+            continue
+        t = plan_time(p) or 0.0
+        for c in a.layouts:
+            if c.gpu not in out or out[c.gpu][0] <= t:
+                out[c.gpu] = (t, c)
+    return {g: c for g, (_, c) in out.items()}
+
+
+def with_pending_layouts(alloc: PodAllocation, state: ClusterState, registered: ClusterState,
+                         sources: Mapping[str, LayoutChange]) -> PodAllocation:
+    """``alloc`` plus the pending layout of every GPU its units use that the plan did not change.
+
+    A layout is *pending* while the GPU's planned layout (``state``) differs from what its device
+    plugin registered. Every reservation on such a GPU carries the layout, so it lives as long as
+    any of them does: the pod that introduced it may be filtered again, deleted or fail without
+    the others' instances being handed out again (issue 15, finding 2).
+    """
+    changed = {c.gpu for c in alloc.layouts}
+    extra: list[LayoutChange] = []
+    for gpu in dict.fromkeys(u.gpu for u in alloc.units):
+        if gpu in changed or not registered.has_node(alloc.node) or not state.has_node(alloc.node):
+            continue
+        try:
+            want = state.gpu(alloc.node, gpu)
+            have = registered.gpu(alloc.node, gpu)
+        except (KeyError, DynamigError):
+            continue
+        if want.mode is not NodeMode.MIG or want.layout == have.layout:
+            continue
+        src = sources.get(gpu)
+        if src is not None and src.layout == want.layout:
+            extra.append(replace(src, node=alloc.node))
+        else:
+            extra.append(LayoutChange(alloc.node, gpu, want.layout, None, bool(have.instances)))
+    if not extra:
+        return alloc
+    return replace(alloc, layouts=(*alloc.layouts, *extra))
 
 
 def holders_of(state: ClusterState) -> frozenset[str]:
@@ -124,6 +232,7 @@ class Extender:
         self._guard = threading.Lock()
         self._node_locks: dict[str, threading.Lock] = {}
         self._unplaceable: OrderedDict[str, tuple[float, str]] = OrderedDict()
+        self._binding: set[str] = set()  # pods between node lock and Binding in this process
         self.metrics: Any = None  # set by the app (extender.metrics.ExtenderMetrics)
 
     # ------------------------------------------------------------------ planning
@@ -146,23 +255,31 @@ class Extender:
         previous state is reused; otherwise rebuilt from the objects."""
         rev = self.store.revision()
         snap = self._snap
-        if snap is not None and snap.revision == rev:
+        if snap is not None and snap.revision == rev and self.config.clock() < snap.next_expiry:
             return snap
         with self._build_lock:
             rev = self.store.revision()
+            now = self.config.clock()
             snap = self._snap
-            if snap is not None and snap.revision == rev:
+            if snap is not None and snap.revision == rev and now < snap.next_expiry:
                 return snap
             nodes = tuple(self.store.list_nodes())
             pods = tuple(self.store.list_pods())
-            fp = fingerprints(nodes, pods)
+            expired, nxt = expiries(pods, self.config.reservation_ttl_s, now)
+            fp = fingerprints(nodes, pods, expired)
             latest = self._snap  # our own reservation may have advanced it while we listed
             same = next((x for x in (latest, snap) if x is not None and x.fingerprint == fp), None)
             if same is not None:
-                new = Snapshot(rev, same.state, same.allocated, nodes, pods, same.problems, fp)
+                new = Snapshot(rev, same.state, same.allocated, nodes, pods, same.problems, fp,
+                               expired=expired, next_expiry=nxt)
             else:
-                state, problems = state_from_objects(nodes, pods, layouts_any=self.config.layouts_any)
-                new = Snapshot(rev, state, holders_of(state), nodes, pods, tuple(problems), fp)
+                live = [p for p in pods if _key(p) not in expired]
+                state, problems = state_from_objects(nodes, live, layouts_any=self.config.layouts_any)
+                new = Snapshot(rev, state, holders_of(state), nodes, pods, tuple(problems), fp,
+                               expired=expired, next_expiry=nxt)
+                if expired:
+                    log.info("state: %d reservation(s) of unbound pods expired (ttl %.0f s)", len(expired),
+                             self.config.reservation_ttl_s)
                 self.rebuilds += 1
                 if problems:
                     for p in problems[:20]:
@@ -176,7 +293,7 @@ class Extender:
         """The snapshot's state without ``pod_key``'s own allocation (a pod filtered again)."""
         if pod_key not in snap.allocated:
             return snap.state
-        state, _ = state_from_objects(snap.nodes, [p for p in snap.pods if _key(p) != pod_key],
+        state, _ = state_from_objects(snap.nodes, [p for p in snap.live_pods if _key(p) != pod_key],
                                       layouts_any=self.config.layouts_any)
         return state
 
@@ -191,13 +308,17 @@ class Extender:
             cur = self._snap
             if cur is None or cur.revision != rev_before or key in cur.allocated:
                 return
+            if key in cur.expired:
+                return
             pods = (*(p for p in cur.pods if _key(p) != key), pod_obj)
             fp = dict(cur.fingerprint)
-            fp["p/" + key] = pod_fingerprint(pod_obj)
+            fp["p/" + key] = (*pod_fingerprint(pod_obj), False)
             host = host_request_of(pod_obj)
+            until = reservation_expiry(pod_obj, self.config.reservation_ttl_s)
             self._snap = Snapshot(rev_before + 1, apply_plan(cur.state, plan, {key: host} if host else None),
                                   cur.allocated | {key},
-                                  cur.nodes, pods, cur.problems, fp)
+                                  cur.nodes, pods, cur.problems, fp, expired=cur.expired,
+                                  next_expiry=min(cur.next_expiry, until if until is not None else math.inf))
 
     # ------------------------------------------------------------------ node serialisation
     def _node_lock(self, node: str) -> threading.Lock:
@@ -294,7 +415,7 @@ class Extender:
                     last_reasons = {chosen: "taken by a concurrent reservation"}
                     continue
                 rev_before = current.revision
-                pod_obj = self._reserve(req, plan, rv)
+                pod_obj = self._reserve(req, plan, rv, state, current)
                 self._advance(plan, pod_obj, rev_before)
             self._clear_unplaceable(req.key)
             for n in known:
@@ -306,12 +427,13 @@ class Extender:
         return FilterOutcome(filter_result(args, [], {n: f"lost a race for GPU capacity ({why}); retry"
                                                       for n in names}), "unplaceable")
 
-    def _reserve(self, req: PodRequest, plan: Plan, rv: str | None) -> dict[str, Any]:
-        alloc = allocation_from_plan(plan)
+    def _reserve(self, req: PodRequest, plan: Plan, rv: str | None, state: ClusterState,
+                 snap: Snapshot) -> dict[str, Any]:
+        alloc = with_pending_layouts(allocation_from_plan(plan), state, snap.registered(), snap.pending_changes())
         ann = {
             POD_ALLOCATION: encode_allocation(alloc),
             POD_NODE: alloc.node,
-            POD_PLAN_TIME: f"{time.time():.6f}",
+            POD_PLAN_TIME: f"{self.config.clock():.6f}",
             POD_BIND_PHASE: None,
             POD_BIND_TIME: None,
         }
@@ -370,6 +492,53 @@ class Extender:
         return (pod.get("status") or {}).get("phase") not in TERMINAL and not \
             (pod.get("metadata") or {}).get("deletionTimestamp")
 
+    def lock_is_stale(self, lock: NodeLock) -> bool:
+        """A node lock whose holder died between taking it and binding: its pod is not bound and
+        its owner is this process without a bind in flight, or an extender that is no longer
+        running (``holder_alive``). A lock whose pod is bound waits for the device plugin."""
+        ns, _, name = lock.pod.partition("/")
+        try:
+            pod = self.store.get_pod(ns, name)
+        except NotFound:
+            return True
+        if (pod.get("spec") or {}).get("nodeName"):
+            return False
+        if lock.owner == self.config.identity:
+            with self._guard:
+                return lock.pod not in self._binding
+        alive = self.config.holder_alive
+        return alive is not None and not alive(lock.owner)
+
+    def revalidate(self, key: str, pod: Mapping[str, Any]) -> str:
+        """'' when ``pod``'s reservation still holds in the live state, else why not."""
+        until = reservation_expiry(pod, self.config.reservation_ttl_s)
+        now = self.config.clock()
+        if until is not None and until <= now:
+            return (f"the reservation of pod {key} expired ({now - until + self.config.reservation_ttl_s:.0f} s "
+                    f"since its filter, ttl {self.config.reservation_ttl_s:.0f} s); it must be filtered again")
+        snap = self.snapshot()
+        raw = ((pod.get("metadata") or {}).get("annotations") or {}).get(POD_ALLOCATION)
+        cached = next((p for p in snap.pods if _key(p) == key), None)
+        cached_raw = ((cached or {}).get("metadata") or {}).get("annotations") or {}
+        if cached is not None and cached_raw.get(POD_ALLOCATION) == raw and \
+                cached_raw.get(POD_PLAN_TIME) == ((pod.get("metadata") or {}).get("annotations") or {}).get(
+                    POD_PLAN_TIME):
+            problems, holders = snap.problems, snap.allocated
+        else:  # the cache lags the pod just read: rebuild with the pod as read
+            pods = [p for p in snap.live_pods if _key(p) != key] + [dict(pod)]
+            st, probs = state_from_objects(snap.nodes, pods, layouts_any=self.config.layouts_any)
+            problems, holders = tuple(probs), holders_of(st)
+        mine = [p.message for p in problems if p.obj == f"pod {key}"]
+        if mine:
+            return f"the reservation of pod {key} no longer holds ({'; '.join(mine[:3])}); it must be filtered again"
+        try:
+            alloc = active_allocation(pod)
+        except DynamigError as e:
+            return f"pod {key}: {e}"
+        if alloc is None or (alloc.units and key not in holders):
+            return f"the reservation of pod {key} no longer holds in the live state; it must be filtered again"
+        return ""
+
     def bind(self, args: BindingArgs) -> str:
         """'' on success, else the reason (the lock is released again on every failure)."""
         ns, name, node = args.pod_namespace, args.pod_name, args.node
@@ -401,17 +570,31 @@ class Extender:
             return f"pod {key} has no dynamig reservation; it must pass the dynamig filter first"
         if reserved != node:
             return f"pod {key} is reserved on node {reserved}, not {node}; it must be filtered again"
+        why = self.revalidate(key, pod)
+        if why:
+            return why
+        with self._guard:
+            self._binding.add(key)
         try:
-            nodelock.acquire(self.store, node, key, self.config.identity, time.time(),
-                             expiry_s=self.config.lock_expiry_s, pod_exists=self._pod_exists)
+            return self._lock_and_bind(ns, name, key, node, args.pod_uid)
+        finally:
+            with self._guard:
+                self._binding.discard(key)
+
+    def _lock_and_bind(self, ns: str, name: str, key: str, node: str, uid: str) -> str:
+        now = self.config.clock()
+        try:
+            nodelock.acquire(self.store, node, key, self.config.identity, now,
+                             expiry_s=self.config.lock_expiry_s, pod_exists=self._pod_exists,
+                             stale=self.lock_is_stale)
         except nodelock.LockHeld as e:
             return str(e)
         except StoreError as e:
             return f"node lock on {node}: {e}"
         try:
             self.store.patch_pod_annotations(ns, name, {POD_BIND_PHASE: PHASE_ALLOCATING,
-                                                        POD_BIND_TIME: str(int(time.time()))})
-            self.store.bind(ns, name, args.pod_uid, node)
+                                                        POD_BIND_TIME: str(int(now))})
+            self.store.bind(ns, name, uid, node)
         except StoreError as e:
             try:
                 nodelock.release(self.store, node, key)

@@ -42,14 +42,18 @@ def acquire(
     expiry_s: float = DEFAULT_EXPIRY_S,
     pod_exists: Callable[[str], bool] | None = None,
     retries: int = 5,
+    stale: Callable[[NodeLock], bool] | None = None,
 ) -> NodeLock:
-    """Take the lock for ``pod`` (re-entrant). Raises :class:`LockHeld` if a live pod holds it."""
+    """Take the lock for ``pod`` (re-entrant). Raises :class:`LockHeld` if a live pod holds it.
+
+    A held lock is broken when it expired, its pod is gone (``pod_exists``) or its holder died
+    before binding (``stale``: e.g. the owning extender no longer holds its presence Lease)."""
     for _ in range(retries):
         current, rv = read_lock(store, node)
         if current is not None and current.pod != pod:
             expired = now - current.taken_at > expiry_s
             gone = pod_exists is not None and not pod_exists(current.pod)
-            if not (expired or gone):
+            if not (expired or gone or (stale is not None and stale(current))):
                 raise LockHeld(f"node {node} is locked by pod {current.pod} since {current.taken_at:.0f}")
         lock = NodeLock(now, pod, owner)
         try:
