@@ -109,24 +109,43 @@ def serve_in_thread(
 
 def run(
     app: FastAPI,
-    host: str = "0.0.0.0",
+    host: str = "127.0.0.1",
     port: int = 8888,
     *,
+    public: FastAPI | None = None,
+    public_host: str = "0.0.0.0",
+    public_port: int = 8443,
     metrics_host: str | None = None,
     metrics_port: int | None = 9395,
     ssl_certfile: str | None = None,
     ssl_keyfile: str | None = None,
     log_level: str = "info",
 ) -> None:
-    """Serve in the foreground until SIGINT/SIGTERM (uvicorn's handlers)."""
+    """Serve in the foreground until SIGINT/SIGTERM (uvicorn's handlers).
+
+    With ``public`` (see :func:`extender.app.create_apps`): ``app`` (the scheduler verbs, plain
+    HTTP) on ``host:port``, ``public`` (webhook, probes, monitor; TLS when a certificate is given)
+    on ``public_host:public_port`` and ``/metrics`` on ``metrics_host`` (default ``public_host``).
+    Without it, ``app`` alone on ``host:port`` with the TLS settings."""
     gc.collect()
     gc.freeze()  # the cluster caches are long-lived: keep them out of full collections (p99 latency)
     ms = None
-    if metrics_port is not None:
-        ms = start_metrics_server(app.state.metrics, metrics_host or host, metrics_port)
-        log.info("metrics on %s:%d/metrics", metrics_host or host, ms.server_address[1])
+    side: ServerHandle | None = None
+    mhost = metrics_host or (public_host if public is not None else host)
     try:
-        uvicorn.Server(_config(app, host, port, ssl_certfile, ssl_keyfile, log_level)).run()
+        if metrics_port is not None:
+            ms = start_metrics_server(app.state.metrics, mhost, metrics_port)
+            log.info("metrics on %s:%d/metrics", mhost, ms.server_address[1])
+        if public is not None:
+            side = serve_in_thread(public, public_host, public_port, ssl_certfile=ssl_certfile,
+                                   ssl_keyfile=ssl_keyfile, log_level=log_level)
+            log.info("webhook, probes and monitor on %s", side.url)
+            log.info("scheduler verbs on http://%s:%d", host, port)
+            uvicorn.Server(_config(app, host, port, None, None, log_level)).run()
+        else:
+            uvicorn.Server(_config(app, host, port, ssl_certfile, ssl_keyfile, log_level)).run()
     finally:
+        if side is not None:
+            side.stop()
         if ms is not None:
             ms.shutdown()

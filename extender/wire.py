@@ -13,21 +13,34 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .limits import depth_exceeds
+
 MIN_PRIORITY = 0
 MAX_PRIORITY = 10
 
 
 class BadRequest(Exception):
-    """A request body the extender cannot read (answered with HTTP 400 and this message)."""
+    """A request body the extender cannot read (answered with HTTP ``status``, 400 by default,
+    and this message)."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
 
 
-def load_json(body: bytes) -> Any:
+def load_json(body: bytes, max_depth: int | None = None) -> Any:
+    """The decoded body; BadRequest when it is empty, not JSON, or nested deeper than ``max_depth``."""
     if not body:
         raise BadRequest("empty request body")
     try:
-        return json.loads(body)
+        doc = json.loads(body)
+    except RecursionError:
+        raise BadRequest(f"request body nests JSON too deeply (limit {max_depth or 'exceeded'})") from None
     except (ValueError, UnicodeDecodeError) as e:
         raise BadRequest(f"request body is not JSON: {e}") from None
+    if max_depth is not None and depth_exceeds(doc, max_depth):
+        raise BadRequest(f"request body nests JSON deeper than {max_depth} levels")
+    return doc
 
 
 def dumps(obj: Any) -> bytes:

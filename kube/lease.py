@@ -236,3 +236,123 @@ class LeaderElector:
         if release and self._leader:
             self.release()
         self._set_leader(False)
+
+
+# ---------------------------------------------------------------------- presence (node-lock owners)
+
+PRESENCE_DURATION_S = 30.0
+PRESENCE_RENEW_S = 10.0
+
+
+def presence_lease_name(identity: str, prefix: str = "dynamig-extender-presence") -> str:
+    """One Lease per extender pod: ``<prefix>-<pod name>`` (an identity is ``<pod name>_<uuid>``)."""
+    base = identity.rsplit("_", 1)[0] if "_" in identity else identity
+    clean = "".join(c if c.isalnum() or c in "-." else "-" for c in base.lower()).strip("-.") or "x"
+    return f"{prefix}-{clean}"[:253].rstrip("-.")
+
+
+class PresenceLease:
+    """Says "this extender process is running": a Lease named after its pod, holder = its identity,
+    renewed every ``renew_s``. A node lock whose owner's presence Lease names another holder (the
+    container restarted), is gone (the pod was deleted: the Lease is owned by the pod) or was not
+    renewed for ``duration_s`` belongs to a dead process and may be broken before it expires."""
+
+    def __init__(self, client: KubeClient, namespace: str, identity: str, *,
+                 duration_s: float = PRESENCE_DURATION_S, renew_s: float = PRESENCE_RENEW_S,
+                 owner_pod: tuple[str, str] | None = None, clock: Callable[[], float] = time.time) -> None:
+        self.client = client
+        self.namespace = namespace
+        self.identity = identity
+        self.name = presence_lease_name(identity)
+        self.duration_s = duration_s
+        self.renew_s = renew_s
+        self.owner_pod = owner_pod
+        self.clock = clock
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _path(self, name: str) -> str:
+        return f"/apis/coordination.k8s.io/v1/namespaces/{self.namespace}/leases/{name}"
+
+    def _owner_refs(self) -> list[dict[str, Any]]:
+        if self.owner_pod is None:
+            return []
+        ns, name = self.owner_pod
+        try:
+            pod = self.client.request("GET", f"/api/v1/namespaces/{ns}/pods/{name}", what=f"pod {ns}/{name}")
+        except StoreError as e:
+            log.info("presence lease: own pod %s/%s: %s (no owner reference)", ns, name, e)
+            return []
+        uid = (pod.get("metadata") or {}).get("uid")
+        return [{"apiVersion": "v1", "kind": "Pod", "name": name, "uid": uid}] if uid else []
+
+    def renew(self) -> bool:
+        """One create-or-update; True when the Lease names us with a fresh renewTime."""
+        now = self.clock()
+        spec = {"holderIdentity": self.identity, "leaseDurationSeconds": int(self.duration_s),
+                "renewTime": micro_time(now)}
+        try:
+            lease = self.client.request("GET", self._path(self.name), what=f"lease {self.namespace}/{self.name}")
+        except NotFound:
+            meta: dict[str, Any] = {"name": self.name, "namespace": self.namespace}
+            refs = self._owner_refs()
+            if refs:
+                meta["ownerReferences"] = refs
+            body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": meta,
+                    "spec": {**spec, "acquireTime": micro_time(now)}}
+            try:
+                self.client.request("POST", f"/apis/coordination.k8s.io/v1/namespaces/{self.namespace}/leases",
+                                    body=body, what=f"create lease {self.namespace}/{self.name}")
+            except Conflict:
+                return False
+            return True
+        meta = dict(lease.get("metadata") or {})
+        meta.pop("managedFields", None)
+        old = lease.get("spec") or {}
+        if old.get("holderIdentity") != self.identity:
+            spec["acquireTime"] = micro_time(now)
+        body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": meta, "spec": {**old, **spec}}
+        try:
+            self.client.request("PUT", self._path(self.name), body=body,
+                                what=f"update lease {self.namespace}/{self.name}")
+        except Conflict:
+            return False
+        return True
+
+    def is_alive(self, identity: str) -> bool:
+        """Is the extender ``identity`` running? Unknown (the API cannot be read) counts as alive."""
+        if identity == self.identity:
+            return True
+        name = presence_lease_name(identity)
+        try:
+            lease = self.client.request("GET", self._path(name), what=f"lease {self.namespace}/{name}")
+        except NotFound:
+            return False
+        except Exception as e:
+            log.info("presence of %s: %s (assumed alive)", identity, e)
+            return True
+        spec = lease.get("spec") or {}
+        if spec.get("holderIdentity") != identity:
+            return False
+        renewed = parse_micro_time(spec.get("renewTime"))
+        duration = float(spec.get("leaseDurationSeconds") or self.duration_s)
+        return renewed is not None and self.clock() - renewed <= duration
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.renew()
+            except Exception as e:
+                log.warning("presence lease %s/%s: %s", self.namespace, self.name, e)
+            self._stop.wait(self.renew_s)
+
+    def start(self) -> PresenceLease:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="kube-presence-lease", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5.0)

@@ -43,7 +43,28 @@ def test_defaults() -> None:
     a = parse()
     assert (a.store, a.host, a.port, a.metrics_port, a.scheduler_name) == (
         "kube", "127.0.0.1", 8888, 9395, "dynamig-scheduler")
+    assert (a.serve_host, a.serve_port, a.metrics_host, a.reservation_ttl) == ("0.0.0.0", 8443, None, 180.0)
+    assert cmd.check_args(a) is None
     assert not a.leader_elect and not a.legacy_metrics
+
+
+@pytest.mark.parametrize(("argv", "why"), [
+    (["--host", "0.0.0.0"], "loopback only"),
+    (["--host", "10.0.0.5"], "loopback only"),
+    (["--port", "8443"], "their own ports"),
+    (["--serve-port", "70000"], "not a TCP port"),
+    (["--reservation-ttl", "-1"], "reservation-ttl"),
+    (["--time-budget-ms", "-5"], "time-budget-ms"),
+    (["--tls-cert-file", "x"], "go together"),
+])
+def test_usage_errors_before_anything_starts(argv: list[str], why: str) -> None:
+    assert why in (cmd.check_args(parse(*argv)) or "")
+
+
+def test_policy_is_checked_by_the_parser() -> None:
+    with pytest.raises(SystemExit) as e:
+        parse("--policy", "nonsense")
+    assert e.value.code == 2
 
 
 def test_memory_store_serves_inventory_and_existing_allocations(tmp_path: object) -> None:
@@ -55,6 +76,7 @@ def test_memory_store_serves_inventory_and_existing_allocations(tmp_path: object
     plan = solver.plan(state, parse_pod(holder), solver.PlannerConfig())
     holder["metadata"]["annotations"] = {POD_ALLOCATION: encode_allocation(allocation_from_plan(plan)),
                                          "dynamig.io/node": "solo", "dynamig.io/plan-time": "1"}
+    holder["spec"]["nodeName"] = "solo"  # bound long ago (an unbound reservation that old has expired)
     pods = write(tmp, "pods.yaml", yaml.safe_dump_all([
         holder, {"apiVersion": "v1", "kind": "List", "items": [pod_manifest("waiting", gpu="1")]}]))
     store, config, stop = cmd.build(parse("--store", "memory", "--inventory", inv, "--pods", pods,

@@ -22,6 +22,7 @@ import threading
 from dataclasses import replace
 from typing import Any
 
+from dynamig.commands.kubeenv import kube_client
 from models.cluster import state_from_inventory
 from models.config import Inventory, InventoryNode, load_device_config, load_inventory, load_node_config
 from models.errors import ConfigError
@@ -88,10 +89,10 @@ def _store(args: argparse.Namespace, inv: Inventory | None) -> tuple[ClusterStor
             store.add_node({"metadata": {"name": args.node, "labels": {}, "annotations": {}}})
         return store, None
     try:
-        from kube import KubeClient, KubeStore
+        from kube import KubeStore
     except ImportError as e:
         raise ConfigError(f"--store kube needs the kube package (kube.KubeStore): {e}") from e
-    kstore = KubeStore(KubeClient.from_environment(args.kubeconfig)).start()
+    kstore = KubeStore(kube_client(args.kubeconfig)).start()
     if not kstore.wait_synced(60):
         log.warning("the API server caches did not sync within 60 s; continuing")
     return kstore, kstore

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Mapping
 from typing import Any
@@ -131,6 +132,9 @@ def _text(plan: Plan, pending: bool) -> str:
 def run(args: argparse.Namespace) -> int:
     from solver import PlannerConfig, plan
 
+    if args.budget_ms is not None and not 0 < args.budget_ms < math.inf:
+        print(f"dynamig plan: --budget-ms {args.budget_ms:g}: must be a number of milliseconds > 0", file=sys.stderr)
+        return 2
     state, inv = build_state(args.inventory, args.pods, args.layouts_any)
     pods = load_pod_manifests(args.pod)
     if len(pods) != 1:
