@@ -374,16 +374,14 @@ def test_scheduler_config(case: Case) -> None:
     assert all(r["ignoredByScheduler"] is True for r in ext["managedResources"])
     assert all(set(r) == {"name", "ignoredByScheduler"} for r in ext["managedResources"])
 
-    # The URL is the extender container of the same pod, with TLS exactly when the webhook is on.
-    port = values["scheduler"]["extender"]["port"]
-    if values["webhook"]["enabled"]:
-        assert ext["urlPrefix"] == f"https://127.0.0.1:{port}"
-        assert ext["enableHTTPS"] is True and ext["tlsConfig"] == {"insecure": True}
-    else:
-        assert ext["urlPrefix"] == f"http://127.0.0.1:{port}"
-        assert ext["enableHTTPS"] is False and "tlsConfig" not in ext
+    # The URL is the loopback listener of the extender container of the same pod (plain HTTP: the
+    # scheduler verbs never leave the pod); the webhook has its own TLS listener.
+    port = values["scheduler"]["extender"].get("schedulerPort", 8888)
+    assert ext["urlPrefix"] == f"http://127.0.0.1:{port}"
+    assert ext["enableHTTPS"] is False and "tlsConfig" not in ext
     extender = case.container(case.scheduler_pod, "extender")
     assert _arg(extender["command"], "--port") == str(port)
+    assert _arg(extender["command"], "--host") == "127.0.0.1"
 
 
 def test_kube_scheduler_container(case: Case) -> None:
@@ -419,7 +417,11 @@ def test_extender_container_contract(case: Case) -> None:
     args = ext["command"]
     assert args[:2] == ["dynamig", "extender"]
     assert _arg(args, "--store") == "kube"
-    assert _arg(args, "--port") == str(values["scheduler"]["extender"]["port"])
+    assert _arg(args, "--host") == "127.0.0.1"
+    assert _arg(args, "--port") == str(values["scheduler"]["extender"].get("schedulerPort", 8888))
+    assert _arg(args, "--serve-host") == "0.0.0.0"
+    assert _arg(args, "--serve-port") == str(values["scheduler"]["extender"]["port"])
+    assert _arg(args, "--metrics-host") == "0.0.0.0"
     assert _arg(args, "--metrics-port") == str(values["scheduler"]["extender"]["metricsPort"])
     assert _arg(args, "--device-config") == "/config/device-config.yaml"
     assert _arg(args, "--scheduler-name") == values["schedulerName"]
