@@ -318,3 +318,21 @@ def test_namespace_labels(api: FakeApiServer, store: KubeStore) -> None:
     api.add_namespace("quiet", {"dynamig.io/webhook": "ignore"})
     assert store.namespace_labels("quiet") == {"dynamig.io/webhook": "ignore"}
     assert store.namespace_labels("missing") == {}
+
+
+def test_kubernetes_pin_matches_the_client_api_used() -> None:
+    """kube/client.py calls ApiClient.param_serialize, which the client has from 37.0 (generated with
+    openapi-generator 7); 36.x and older have only call_api with path parameters."""
+    import re
+    import tomllib
+    from pathlib import Path
+
+    import kubernetes
+
+    deps = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"][
+        "dependencies"]
+    (pin,) = [d for d in deps if re.match(r"kubernetes\b(?!-)", d)]
+    low = re.search(r">=\s*(\d+)", pin)
+    assert low is not None and int(low.group(1)) >= 37, pin
+    assert hasattr(kubernetes.client.ApiClient, "param_serialize")
+    assert int(kubernetes.__version__.split(".")[0]) >= 37
