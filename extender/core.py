@@ -415,7 +415,8 @@ class Extender:
                     last_reasons = {chosen: "taken by a concurrent reservation"}
                     continue
                 rev_before = current.revision
-                pod_obj = self._reserve(req, plan, rv, state, current)
+                base = state if current.state is snap.state else self.state_without(current, req.key)
+                pod_obj = self._reserve(req, plan, rv, base, current)
                 self._advance(plan, pod_obj, rev_before)
             self._clear_unplaceable(req.key)
             for n in known:
