@@ -30,6 +30,7 @@ from models.codecs import (
     PHASE_ALLOCATING,
     PHASE_FAILED,
     POD_ALLOCATION,
+    POD_ALLOCATION_SIG,
     POD_BIND_PHASE,
     POD_BIND_TIME,
     POD_NODE,
@@ -40,6 +41,7 @@ from models.codecs import (
 from models.errors import Conflict, DynamigError, NotFound, RequestError, StoreError
 from models.plan import Plan, apply_plan
 from models.requests import PodRequest, parse_pod, pod_of_holder
+from models.signing import sign_reservation, signature_problem
 from models.store import ClusterStore
 from models.types import ClusterState
 from models.validate import validate
@@ -84,7 +86,9 @@ def pod_fingerprint(obj: Mapping[str, Any]) -> tuple[Any, ...]:
     """What of a pod object the state depends on (see models.cluster.active_allocation)."""
     meta = obj.get("metadata") or {}
     ann = meta.get("annotations") or {}
-    return (ann.get(POD_ALLOCATION), ann.get(POD_PLAN_TIME), ann.get(POD_BIND_PHASE) == PHASE_FAILED,
+    return (ann.get(POD_ALLOCATION), ann.get(POD_ALLOCATION_SIG), ann.get(POD_NODE), meta.get("uid"),
+            ann.get(POD_PLAN_TIME),
+            ann.get(POD_BIND_PHASE) == PHASE_FAILED,
             (obj.get("status") or {}).get("phase") in TERMINAL, bool(meta.get("deletionTimestamp")))
 
 
@@ -161,7 +165,8 @@ class Extender:
             if same is not None:
                 new = Snapshot(rev, same.state, same.allocated, nodes, pods, same.problems, fp)
             else:
-                state, problems = state_from_objects(nodes, pods, layouts_any=self.config.layouts_any)
+                state, problems = state_from_objects(nodes, pods, layouts_any=self.config.layouts_any,
+                                                     keys=self.config.allocation_keys)
                 new = Snapshot(rev, state, holders_of(state), nodes, pods, tuple(problems), fp)
                 self.rebuilds += 1
                 if problems:
@@ -177,7 +182,7 @@ class Extender:
         if pod_key not in snap.allocated:
             return snap.state
         state, _ = state_from_objects(snap.nodes, [p for p in snap.pods if _key(p) != pod_key],
-                                      layouts_any=self.config.layouts_any)
+                                      layouts_any=self.config.layouts_any, keys=self.config.allocation_keys)
         return state
 
     def _advance(self, plan: Plan, pod_obj: dict[str, Any], rev_before: int) -> None:
@@ -316,6 +321,9 @@ class Extender:
             POD_BIND_TIME: None,
         }
         ns, name = req.namespace, req.name
+        keys = self.config.allocation_keys  # the plugin serves only what this signature proves (models.signing)
+        ann[POD_ALLOCATION_SIG] = None if keys is None else sign_reservation(keys, req.uid or str(
+            (self.store.get_pod(ns, name).get("metadata") or {}).get("uid") or ""), req.key, ann)
         for _ in range(3):
             try:
                 return self.store.patch_pod_annotations(ns, name, ann, resource_version=rv)
@@ -401,6 +409,8 @@ class Extender:
             return f"pod {key} has no dynamig reservation; it must pass the dynamig filter first"
         if reserved != node:
             return f"pod {key} is reserved on node {reserved}, not {node}; it must be filtered again"
+        if (forged := signature_problem(pod, self.config.allocation_keys)) is not None:
+            return f"pod {key}: {forged}; it must be filtered again"
         try:
             nodelock.acquire(self.store, node, key, self.config.identity, time.time(),
                              expiry_s=self.config.lock_expiry_s, pod_exists=self._pod_exists)
