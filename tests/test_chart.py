@@ -54,6 +54,7 @@ EXPECTED_RBAC: dict[str, dict[tuple[str, str], set[str]]] = {
     "device-plugin": {
         ("", "pods"): {"get", "list", "watch", "patch"},
         ("", "nodes"): {"get", "list", "watch", "patch"},
+        ("", "events"): {"create"},
     },
 }
 # Standard (not chart-made) roles each component is bound to.

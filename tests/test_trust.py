@@ -27,11 +27,15 @@ from models.codecs import (
     POD_BIND_PHASE,
     POD_NODE,
     AllocatedUnit,
-    decode_allocation,
+    PodAllocation,
     encode_allocated,
+    encode_allocation,
 )
 from models.errors import ConfigError
+from models.layouts import Slot
+from models.plan import LayoutChange, UnitAssignment
 from models.signing import Keyring, load_keyring, parse_keyring, sign_reservation, signature_problem
+from models.types import UnitKind
 from tests.fakes.kubelet import NodeHarness
 
 A100 = "A100-SXM4-40GB"
@@ -168,7 +172,8 @@ def test_a_running_pod_stripped_of_its_annotations_keeps_its_instance(node: Any)
     _, resp = h.kubelet.admit(1)
     mig = resp.envs["NVIDIA_VISIBLE_DEVICES"]
     h.store.set_pod_phase("default", "p1", "Running")
-    h.store.patch_pod_annotations("default", "p1", {k: None for k in h.annotations("p1") if k.startswith("dynamig.io/")})
+    h.store.patch_pod_annotations("default", "p1",
+                                  {k: None for k in h.annotations("p1") if k.startswith("dynamig.io/")})
     # a second pod planned on the same instance is refused ...
     h.pod("p2", [{"gpu": 0, "profile": "3g.20gb", "start": 0}], [{"gpu": 0, "slots": lay}])
     sign(h, "p2")
@@ -227,21 +232,67 @@ def test_extender_rebuild_ignores_forged_claims_and_reports_them() -> None:
     assert out.status == "placed"
     ann = store.get_pod("ml", "honest")["metadata"]["annotations"]
     assert signature_problem(store.get_pod("ml", "honest"), KEYS) is None
-    gpu = decode_allocation(ann[POD_ALLOCATION]).units[0].gpu
-    # a forged claim on mig-1 (a layout and an instance), and a copy of the honest pod's claim
-    forged = dict(ann)
-    forged[POD_ALLOCATION] = ann[POD_ALLOCATION].replace("ml/honest", "ml/thief")
-    thief = pod_manifest("thief", gpu="1", annotations=forged)
-    thief["spec"]["nodeName"] = "mig-0"
+    # a forged claim on mig-1 (a whole-GPU layout and its instance), and a copy of the honest pod's claim
+    target = snap_gpu = ext.snapshot().state.node("mig-1").gpus[0]
+    unit = UnitAssignment("ml/thief", "main", 0, 0, "mig-1", target.uuid, 0, UnitKind.MIG, 40192, 100,
+                          Slot("7g.40gb", 0), True, 3)
+    claim = encode_allocation(PodAllocation("ml/thief", "mig-1", (unit,),
+                                            (LayoutChange("mig-1", target.uuid, (Slot("7g.40gb", 0),), 3),)))
+    thief = pod_manifest("thief", gpu="1", annotations={POD_ALLOCATION: claim, POD_NODE: "mig-1",
+                                                        POD_ALLOCATION_SIG: ann[POD_ALLOCATION_SIG]})
+    thief["spec"]["nodeName"] = "mig-1"
     store.create_pod(thief)
+    copy = pod_manifest("copy", gpu="1", annotations=dict(ann))
+    store.create_pod(copy)
     snap = ext.snapshot()
+    assert not snap.state.node("mig-1").gpus[0].busy and snap.state.node("mig-1").gpus[0].layout == snap_gpu.layout
     held = [i.holder for n in snap.state.nodes for g in n.gpus for i in g.instances if i.holder]
     assert held and all(h.startswith("ml/honest") for h in held)
-    assert any(p.obj == "pod ml/thief" and "does not match" in p.message for p in snap.problems)
-    # unsigned mode (no key) would have let the thief hold the same instance: proof the check matters
-    state, problems = state_from_objects(store.list_nodes(), store.list_pods())
-    assert any("held by ml/honest" in p.message for p in problems)
+    assert {p.obj for p in snap.problems if "allocation ignored" in p.message} == {"pod ml/thief", "pod ml/copy"}
+    # proof that the check matters: unsigned, the thief would hold mig-1's GPU
+    unsigned, _ = state_from_objects(store.list_nodes(), store.list_pods())
+    assert unsigned.node("mig-1").gpus[0].busy
     # bind refuses a pod whose reservation does not verify
     store.patch_pod_annotations("ml", "honest", {POD_ALLOCATION_SIG: "v1:00000000:00"})
     reason = ext.bind(BindingArgs("honest", "ml", honest["metadata"]["uid"], "mig-0"))
-    assert "was signed with key 00000000" in reason and "must be filtered again" in reason and gpu
+    assert "was signed with key 00000000" in reason and "must be filtered again" in reason
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+@pytest.mark.parametrize("command", ["extender", "deviceplugin"])
+def test_services_against_a_cluster_need_the_key(command: str, capsys: pytest.CaptureFixture[str],
+                                                 monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    from dynamig.cli import main
+
+    monkeypatch.delenv("DYNAMIG_ALLOCATION_KEY_FILE", raising=False)
+    assert main([command, "--store", "kube"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--allocation-key-file" in err[0] and "Traceback" not in err[0]
+    short = tmp_path / "key"
+    short.write_text("too-short\n")
+    assert main([command, "--store", "kube", "--allocation-key-file", str(short)]) == 1
+    assert f"{short}: line 1: key is 9 characters" in capsys.readouterr().err
+
+
+def test_extender_flags_reach_the_config(tmp_path: Any) -> None:
+    import argparse
+
+    from test_extender_support import INVENTORY
+
+    from dynamig.commands import extender as cmd
+
+    key = tmp_path / "key"
+    key.write_text("s" * 48 + "\n")
+    inv = tmp_path / "inv.yaml"
+    inv.write_text(INVENTORY)
+    ap = argparse.ArgumentParser()
+    cmd.add_parser(ap.add_subparsers())
+    args = ap.parse_args(["extender", "--store", "memory", "--inventory", str(inv), "--allocation-key-file", str(key),
+                          "--trusted-user", "system:serviceaccount:d:ext", "--node-agent-user",
+                          "system:serviceaccount:d:dp"])
+    _, config, _ = cmd.build(args)
+    assert config.allocation_keys == Keyring((b"s" * 48,))
+    assert config.trusted_users == ("system:serviceaccount:d:ext",)
+    assert config.node_agent_users == ("system:serviceaccount:d:dp",)
