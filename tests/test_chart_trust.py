@@ -199,3 +199,29 @@ def test_node_policy(policies: dict[str, Policy]) -> None:
     assert not pol.allowed("UPDATE", with_ann(n, node_gpus="fake"), n, "alice")
     assert pol.allowed("UPDATE", other, n, "alice")
     assert pol.allowed("UPDATE", with_ann(n, node_lock=None), n, "admin", groups=("system:masters",))
+
+
+def test_webhook_sees_creates_and_every_update_that_touches_a_dynamig_key(helm: str) -> None:  # noqa: F811
+    proc = _template(helm, None, "--show-only", "templates/webhook.yaml")
+    assert proc.returncode == 0, proc.stderr
+    (mwc,) = [d for d in yaml.safe_load_all(proc.stdout) if d and d["kind"] == "MutatingWebhookConfiguration"]
+    (cond,) = mwc["webhooks"][0]["matchConditions"]
+    env = celpy.Environment()
+    prog = env.program(env.compile(cond["expression"]))
+
+    def sent(op: str, new: dict[str, Any], old: dict[str, Any] | None) -> bool:
+        act = {"request": {"operation": op}, "object": new, "oldObject": old}
+        return bool(prog.evaluate({k: celpy.json_to_cel(v) for k, v in act.items()}))
+
+    claimed = pod({POD_ALLOCATION: "{}"})
+    assert sent("CREATE", pod(), None) and sent("CREATE", claimed, None)
+    assert not sent("UPDATE", pod({"team": "x"}), pod())  # a controller's update: not sent
+    assert not sent("UPDATE", pod({POD_ALLOCATION: "{}", "team": "x"}), claimed)
+    assert sent("UPDATE", claimed, pod())  # added
+    assert sent("UPDATE", pod(), claimed)  # removed (also: annotations gone entirely)
+    assert sent("UPDATE", pod({"team": "x"}), claimed)
+    assert sent("UPDATE", with_ann(claimed, allocation="{\"a\":1}"), claimed)  # changed
+    # older clusters get no matchConditions (the field is GA in 1.30): every UPDATE is sent
+    proc = _template(helm, None, "--show-only", "templates/webhook.yaml", "--kube-version", "1.29.9")
+    (mwc,) = [d for d in yaml.safe_load_all(proc.stdout) if d and d["kind"] == "MutatingWebhookConfiguration"]
+    assert "matchConditions" not in mwc["webhooks"][0]
