@@ -294,7 +294,9 @@ def test_ignored_pods_are_still_stripped_of_every_dynamig_key(http: httpx.Client
 
 
 @pytest.mark.parametrize("body", [b"", b"{", b"[]", b"{}", b'{"request": {}}', b'{"request": {"uid": 5}}',
-                                  b'{"request": {"uid": "u", "object": []}}'])
+                                  b'{"request": {"uid": "u", "object": []}}',
+                                  b'{"request": {"uid": "u", "userInfo": {"extra": {"a": "b"}}}}',
+                                  b'{"request": {"uid": "u", "userInfo": {"extra": []}}}'])
 def test_malformed_reviews_are_400(http: httpx.Client, body: bytes) -> None:
     r = http.post("/webhook", content=body, headers={"Content-Type": "application/json"})
     assert r.status_code == 400 and r.json()["Error"]

@@ -11,6 +11,8 @@ from typing import Any
 
 import grpc
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_extender_support import memory_store, pod_manifest
 
 from deviceplugin.agent import REASON_NOT_PROVEN
@@ -85,6 +87,22 @@ def test_signature_binds_uid_name_node_plan_time_and_allocation() -> None:
     pod["metadata"]["annotations"][POD_ALLOCATION_SIG] = sign_reservation(KEYS, "u1", "ml/p", ann)
     assert signature_problem(pod, Keyring((b"n" * 40, b"k" * 40))) is None
     assert "k" * 40 not in repr(KEYS)
+
+
+@settings(max_examples=150, deadline=None)
+@given(field=st.sampled_from(["uid", "name", "namespace", POD_NODE, "dynamig.io/plan-time", POD_ALLOCATION]),
+       value=st.text(max_size=12), uid=st.text(min_size=1, max_size=12), alloc=st.text(min_size=1, max_size=40))
+def test_any_change_of_a_signed_field_breaks_the_signature(field: str, value: str, uid: str, alloc: str) -> None:
+    ann = {POD_ALLOCATION: alloc, POD_NODE: "n1", "dynamig.io/plan-time": "1.5"}
+    meta: dict[str, Any] = {"name": "p", "namespace": "ml", "uid": uid, "annotations": dict(ann)}
+    meta["annotations"][POD_ALLOCATION_SIG] = sign_reservation(KEYS, uid, "ml/p", ann)
+    assert signature_problem({"metadata": meta}, KEYS) is None
+    bad = json.loads(json.dumps(meta))
+    target = bad if field in ("uid", "name", "namespace") else bad["annotations"]
+    old = target[field]
+    target[field] = value
+    changed = value != old and not (field == "namespace" and not value and old == "default")
+    assert (signature_problem({"metadata": bad}, KEYS) is None) is (not changed)
 
 
 def test_key_files(tmp_path: Any) -> None:
