@@ -19,7 +19,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -41,6 +41,7 @@ from models.codecs import (
 from models.config import NodeConfigEntry
 from models.errors import DynamigError, NotFound
 from models.layouts import Slot
+from models.signing import Keyring
 from models.store import ClusterStore
 from models.templates import DeviceConfig
 from models.types import Gpu, MigInstance, NodeMode
@@ -48,8 +49,9 @@ from models.types import Gpu, MigInstance, NodeMode
 from .allocate import Allocator, ContainerResponse, HamiCoreSettings
 from .apply import LayoutApplier
 from .backend import GpuBackend, GpuBackendError, GpuInfo
+from .ledger import LEDGER_FILE, Served, ServedLedger
 from .migparted import MigPartedRunner
-from .podmatch import AllocationError, PodTarget, find_pod
+from .podmatch import AllocationError, PodTarget, find_pod, holdings, is_live, pod_key, pod_uid
 from .proto import api_pb2
 from .server import KUBELET_SOCKET, PluginAbort, PluginServer, register
 
@@ -58,6 +60,15 @@ log = logging.getLogger("dynamig.deviceplugin")
 RESOURCE_NAME = "nvidia.com/gpu"
 SOCKET_NAME = "dynamig-nvidia-gpu.sock"
 DEFAULT_PLUGIN_DIR = "/var/lib/kubelet/device-plugins"
+
+#: ``(pod object, reason, message)``: tells a pod why it got no device (a Kubernetes Event in a cluster).
+EventSink = Callable[[dict[str, Any], str, str], None]
+REASON_NOT_PROVEN = "DynamigAllocationNotProven"
+REASON_FAILED = "DynamigAllocationFailed"
+
+
+def log_event(pod: dict[str, Any], reason: str, message: str) -> None:
+    log.warning("event for pod %s: %s: %s", pod_key(pod), reason, message)
 
 
 @dataclass(frozen=True)
@@ -81,6 +92,10 @@ class AgentConfig:
     grpc_workers: int = 8  # server threads per plugin (one per open ListAndWatch, one per Allocate)
     migparted_assert: bool = True  # run `nvidia-mig-parted assert` after each apply (besides the NVML check)
     device_config: DeviceConfig | None = field(default=None, compare=False)
+    #: verifies the extender's signature on every allocation (models.signing); None: unsigned mode
+    allocation_keys: Keyring | None = field(default=None, compare=False, repr=False)
+    #: the record of served devices (deviceplugin.ledger); default <plugin dir>/dynamig-served.json
+    ledger_path: str | None = None
 
     def with_node_config(self, entry: NodeConfigEntry) -> AgentConfig:
         return replace(self, mode=entry.mode, split=entry.split, memory_scaling=entry.memory_scaling,
@@ -90,14 +105,17 @@ class AgentConfig:
 
 class NodeAgent:
     def __init__(self, node_name: str, backend: GpuBackend, store: ClusterStore, plugin_dir: str,
-                 mig_parted: Sequence[str] = ("nvidia-mig-parted",), config: AgentConfig | None = None) -> None:
+                 mig_parted: Sequence[str] = ("nvidia-mig-parted",), config: AgentConfig | None = None,
+                 events: EventSink | None = None) -> None:
         self.node = node_name
+        self.events = events or log_event
         self.backend = backend
         self.store = store
         self.plugin_dir = os.path.abspath(plugin_dir)
         self.config = config or AgentConfig()
         self.socket_path = os.path.join(self.plugin_dir, self.config.socket_name)
         self.kubelet_socket = os.path.join(self.plugin_dir, KUBELET_SOCKET)
+        self.ledger = ServedLedger(self.config.ledger_path or os.path.join(self.plugin_dir, LEDGER_FILE))
         self.runner = MigPartedRunner(mig_parted, self.config.migparted_timeout_s, backend.migparted_env(),
                                       self.config.migparted_debug)
         self.applier = LayoutApplier(node_name, backend, self.runner, self.config.config_dir,
@@ -312,7 +330,8 @@ class NodeAgent:
         chosen = list(dict.fromkeys(must))[:size]
         wanted: list[str] = []
         try:
-            target = find_pod(self.store, self.node, size)
+            pods = self.store.list_pods()
+            target = find_pod(self.store, self.node, size, pods, self.config.allocation_keys, self._held(pods))
             wanted = [u.gpu for u in target.units]
         except (AllocationError, DynamigError):
             pass
@@ -340,12 +359,17 @@ class NodeAgent:
             raise PluginAbort(grpc.StatusCode.INVALID_ARGUMENT, f"unknown device ID(s) {unknown} on node {self.node}")
         with self._alloc_lock:
             target: PodTarget | None = None
+            keys = self.config.allocation_keys
             try:
-                target = find_pod(self.store, self.node, len(device_ids))
-                resp = self.allocator.serve(target)
+                pods = self.store.list_pods()
+                served = self._held(pods)
+                target = find_pod(self.store, self.node, len(device_ids), pods, keys, served)
+                resp = self.allocator.serve(target, holdings(pods, self.node, served, keys))
                 self._record_success(target, resp)
             except AllocationError as e:
                 self._record_failure(e.reason, e.pod or (target.key if target is not None else None))
+                for key, why in e.untrusted:
+                    self._refuse_unproven(key, why)
                 raise PluginAbort(grpc.StatusCode.FAILED_PRECONDITION, e.reason) from e
             except Exception as e:
                 log.exception("node %s: Allocate failed", self.node)
@@ -354,7 +378,34 @@ class NodeAgent:
         self.allocations += 1
         return to_proto(resp)
 
+    # ------------------------------------------------------------------ what this plugin served
+    def _alive(self, s: Served, by_uid: dict[str, dict[str, Any]]) -> bool:
+        """Is the pod that got ``s`` still running? Unknown (store error) counts as yes."""
+        pod = by_uid.get(s.uid)
+        if pod is None:
+            ns, name = s.pod.split("/", 1)
+            try:
+                pod = self.store.get_pod(ns, name)
+            except NotFound:
+                return False
+            except Exception as e:
+                log.warning("node %s: cannot tell whether %s still runs (%s); its devices stay held", self.node,
+                            s.pod, e)
+                return True
+            if pod_uid(pod) != s.uid:
+                return False  # recreated under the same name
+        return is_live(pod)
+
+    def _held(self, pods: Sequence[dict[str, Any]]) -> tuple[Served, ...]:
+        """The served units of pods still alive (the record of finished ones is dropped)."""
+        by_uid = {pod_uid(p): p for p in pods if pod_uid(p)}
+        return self.ledger.prune(lambda s: self._alive(s, by_uid))
+
     def _record_success(self, target: PodTarget, resp: ContainerResponse) -> None:
+        now = time.time()
+        units = {(u.container_index, u.unit): u for u in target.units}
+        self.ledger.record(Served(target.uid, target.key, a.container_index, a.unit,
+                                  units[(a.container_index, a.unit)].gpu, a.device, now) for a in resp.served)
         done = (*target.allocated, *resp.served)
         patch: dict[str, str | None] = {POD_ALLOCATED: encode_allocated(done), POD_ALLOC_ERROR: None}
         if target.last_container:
@@ -365,16 +416,47 @@ class NodeAgent:
         if target.last_container:
             nodelock.release(self.store, self.node, target.key)
 
+    def _own_pod(self, key: str) -> dict[str, Any] | None:
+        """The pod, if it is bound to (or reserved on) this node: the plugin writes no other pod."""
+        ns, name = key.split("/", 1)
+        try:
+            pod = self.store.get_pod(ns, name)
+        except Exception as e:
+            log.warning("node %s: cannot read pod %s: %s", self.node, key, e)
+            return None
+        bound = (pod.get("spec") or {}).get("nodeName")
+        if bound and bound != self.node:
+            log.warning("node %s: pod %s is bound to %s; not touching it", self.node, key, bound)
+            return None
+        return pod
+
+    def _refuse_unproven(self, key: str, why: str) -> None:
+        """A pod bound here claims an allocation it cannot prove: it gets nothing, and is told why."""
+        self.failures += 1
+        pod = self._own_pod(key)
+        if pod is None:
+            return
+        msg = f"dynamig device plugin on {self.node}: no device for this pod: {why}"
+        log.warning("node %s: refusing pod %s: %s", self.node, key, why)
+        self.events(pod, REASON_NOT_PROVEN, msg)
+        try:
+            self.store.patch_pod_annotations(*key.split("/", 1), {POD_BIND_PHASE: PHASE_FAILED, POD_ALLOC_ERROR: msg})
+        except Exception as e:
+            log.warning("node %s: cannot mark %s failed: %s", self.node, key, e)
+
     def _record_failure(self, reason: str, pod: str | None) -> None:
         self.failures += 1
         self.last_error = reason
         log.warning("node %s: Allocate refused%s: %s", self.node, f" for {pod}" if pod else "", reason)
-        if pod is not None:
+        obj = self._own_pod(pod) if pod is not None else None
+        if pod is not None and obj is not None:
+            self.events(obj, REASON_FAILED, f"dynamig device plugin on {self.node}: {reason}")
             ns, name = pod.split("/", 1)
             try:
                 self.store.patch_pod_annotations(ns, name, {POD_BIND_PHASE: PHASE_FAILED, POD_ALLOC_ERROR: reason})
             except Exception as e:
                 log.warning("node %s: cannot mark %s failed: %s", self.node, pod, e)
+        if pod is not None:
             try:
                 nodelock.release(self.store, self.node, pod)
             except Exception as e:

@@ -23,7 +23,7 @@ from models.types import NodeMode, UnitKind
 from .apply import LayoutApplier, describe_counts
 from .backend import GpuBackend, GpuInfo, MigDevice
 from .migparted import MigPartedError
-from .podmatch import AllocationError, PodTarget, gpu_holders
+from .podmatch import AllocationError, Holding, PodTarget, gpu_holders, instance_holders
 
 log = logging.getLogger("dynamig.deviceplugin")
 
@@ -81,18 +81,18 @@ class Allocator:
         self.on_layout_change = on_layout_change
 
     # ---- checks
-    def _check_idle(self, g: GpuInfo, pods: Sequence[dict[str, Any]], what: str) -> None:
+    def _check_idle(self, g: GpuInfo, held: Sequence[Holding], what: str) -> None:
         if g.processes:
             pids = ", ".join(str(p.pid) for p in g.processes[:5])
             raise AllocationError(f"GPU {g.index} ({g.uuid}) runs {len(g.processes)} process(es) (pid {pids}); "
                                   f"{what}")
-        holders = gpu_holders(pods, g.uuid, [d.uuid for d in g.instances])
+        holders = gpu_holders(held, g.uuid)
         if holders:
             desc = "; ".join(f"{k}: {', '.join(v)}" for k, v in sorted(holders.items()))
             raise AllocationError(f"GPU {g.index} ({g.uuid}) holds allocated instances ({desc}); {what}")
 
     def _ensure_layout(self, g: GpuInfo, change: LayoutChange, gpus: dict[str, GpuInfo],
-                       pods: Sequence[dict[str, Any]], resp: ContainerResponse) -> GpuInfo:
+                       held: Sequence[Holding], resp: ContainerResponse) -> GpuInfo:
         want = profile_counts(change.layout)
         if g.mig_enabled and g.profile_counts() == want:
             return g
@@ -100,11 +100,11 @@ class Allocator:
         if getattr(change, "incremental", False):
             why += (" (the plan asks for an incremental change, which needs per-instance NVML creation; "
                     "nvidia-mig-parted re-partitions the whole GPU)")
-        self._check_idle(g, pods, why)
+        self._check_idle(g, held, why)
         if not g.mig_enabled:
             for o in gpus.values():
                 if o.uuid != g.uuid and o.mig_enabled and o.instances:
-                    self._check_idle(o, pods, f"enabling MIG mode on GPU {g.index} makes mig-parted recreate the "
+                    self._check_idle(o, held, f"enabling MIG mode on GPU {g.index} makes mig-parted recreate the "
                                               "instances of every MIG-enabled GPU of the node")
         try:
             new = self.applier.apply(g.index, want)
@@ -132,9 +132,10 @@ class Allocator:
         return None
 
     # ---- serving
-    def serve(self, target: PodTarget) -> ContainerResponse:
+    def serve(self, target: PodTarget, held: Sequence[Holding]) -> ContainerResponse:
+        """Serve ``target``'s container; ``held`` is everything live pods hold on this node
+        (:func:`deviceplugin.podmatch.holdings`): never handed out again, never re-partitioned."""
         resp = ContainerResponse()
-        pods = self.store.list_pods()
         gpus = {g.uuid: g for g in self.backend.gpus()}
         changes = {c.gpu: c for c in target.allocation.layouts}
         served: list[tuple[UnitAssignment, str]] = []
@@ -149,14 +150,13 @@ class Allocator:
                     raise AllocationError(f"pod {target.key}: MIG unit without an instance", target.key)
                 change = changes.get(u.gpu)
                 if change is not None:
-                    g = self._ensure_layout(g, change, gpus, pods, resp)
+                    g = self._ensure_layout(g, change, gpus, held, resp)
                     gpus[g.uuid] = g
                 inst = self._instance(g, u.slot, change)
                 if inst is None:
                     raise AllocationError(f"planned MIG instance {u.slot} is not on GPU {g.index} ({g.uuid}), "
                                           f"which has {_describe_layout(g)}", target.key)
-                holders = {k: v for k, v in gpu_holders(pods, g.uuid, [inst.uuid], exclude=target.key).items()
-                           if inst.uuid in v}
+                holders = instance_holders(held, g.uuid, inst.uuid, (inst.profile, inst.start), exclude=target.key)
                 if holders or inst.uuid in taken_here:
                     who = ", ".join(sorted(holders)) or f"{target.key} (an earlier container)"
                     raise AllocationError(f"MIG instance {u.slot} ({inst.uuid}) on GPU {g.index} is already "

@@ -12,6 +12,7 @@ from typing import Any
 from models.config import builtin_device_config
 from models.plan import Plan
 from models.requests import PodRequest
+from models.signing import Keyring
 from models.templates import DeviceConfig
 from models.types import ClusterState
 
@@ -59,8 +60,13 @@ class ExtenderConfig:
     max_json_depth: int = 64
     # ---- webhook
     webhook_ignore_label: str = "dynamig.io/webhook"
-    #: users (fnmatch patterns) allowed to change dynamig.io/ allocation annotations of existing pods
-    trusted_users: tuple[str, ...] = ("system:serviceaccount:*:dynamig*",)
+    #: exact user names (system:serviceaccount:<namespace>:<name>) that may write every dynamig.io/ pod
+    #: annotation: the extender's own service account (docs/security.md)
+    trusted_users: tuple[str, ...] = ()
+    #: exact user names of the device plugin: may write only codecs.NODE_AGENT_POD_KEYS, on its node's pods
+    node_agent_users: tuple[str, ...] = ()
+    #: signs every reservation (models.signing); None: unsigned mode (in-memory clusters only)
+    allocation_keys: Keyring | None = field(default=None, repr=False)
     deny_privileged: bool = True
     # ---- metrics
     legacy_metrics: bool = False

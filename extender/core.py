@@ -31,6 +31,7 @@ from models.codecs import (
     PHASE_ALLOCATING,
     PHASE_FAILED,
     POD_ALLOCATION,
+    POD_ALLOCATION_SIG,
     POD_BIND_PHASE,
     POD_BIND_TIME,
     POD_NODE,
@@ -43,6 +44,7 @@ from models.codecs import (
 from models.errors import Conflict, DynamigError, NotFound, RequestError, StoreError
 from models.plan import LayoutChange, Plan, apply_plan
 from models.requests import PodRequest, parse_pod, pod_of_holder
+from models.signing import sign_reservation, signature_problem
 from models.store import ClusterStore
 from models.types import ClusterState, NodeMode
 from models.validate import validate
@@ -143,7 +145,9 @@ def pod_fingerprint(obj: Mapping[str, Any]) -> tuple[Any, ...]:
     """What of a pod object the state depends on (see models.cluster.active_allocation)."""
     meta = obj.get("metadata") or {}
     ann = meta.get("annotations") or {}
-    return (ann.get(POD_ALLOCATION), ann.get(POD_PLAN_TIME), ann.get(POD_BIND_PHASE) == PHASE_FAILED,
+    return (ann.get(POD_ALLOCATION), ann.get(POD_ALLOCATION_SIG), ann.get(POD_NODE), meta.get("uid"),
+            ann.get(POD_PLAN_TIME),
+            ann.get(POD_BIND_PHASE) == PHASE_FAILED,
             (obj.get("status") or {}).get("phase") in TERMINAL, bool(meta.get("deletionTimestamp")))
 
 
@@ -274,7 +278,8 @@ class Extender:
                                expired=expired, next_expiry=nxt)
             else:
                 live = [p for p in pods if _key(p) not in expired]
-                state, problems = state_from_objects(nodes, live, layouts_any=self.config.layouts_any)
+                state, problems = state_from_objects(nodes, live, layouts_any=self.config.layouts_any,
+                                                     keys=self.config.allocation_keys)
                 new = Snapshot(rev, state, holders_of(state), nodes, pods, tuple(problems), fp,
                                expired=expired, next_expiry=nxt)
                 if expired:
@@ -294,7 +299,7 @@ class Extender:
         if pod_key not in snap.allocated:
             return snap.state
         state, _ = state_from_objects(snap.nodes, [p for p in snap.live_pods if _key(p) != pod_key],
-                                      layouts_any=self.config.layouts_any)
+                                      layouts_any=self.config.layouts_any, keys=self.config.allocation_keys)
         return state
 
     def _advance(self, plan: Plan, pod_obj: dict[str, Any], rev_before: int) -> None:
@@ -439,6 +444,9 @@ class Extender:
             POD_BIND_TIME: None,
         }
         ns, name = req.namespace, req.name
+        keys = self.config.allocation_keys  # the plugin serves only what this signature proves (models.signing)
+        ann[POD_ALLOCATION_SIG] = None if keys is None else sign_reservation(keys, req.uid or str(
+            (self.store.get_pod(ns, name).get("metadata") or {}).get("uid") or ""), req.key, ann)
         for _ in range(3):
             try:
                 return self.store.patch_pod_annotations(ns, name, ann, resource_version=rv)
@@ -571,6 +579,8 @@ class Extender:
             return f"pod {key} has no dynamig reservation; it must pass the dynamig filter first"
         if reserved != node:
             return f"pod {key} is reserved on node {reserved}, not {node}; it must be filtered again"
+        if (forged := signature_problem(pod, self.config.allocation_keys)) is not None:
+            return f"pod {key}: {forged}; it must be filtered again"
         why = self.revalidate(key, pod)
         if why:
             return why

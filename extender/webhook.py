@@ -1,29 +1,31 @@
 """Mutating admission webhook (AdmissionReview ``admission.k8s.io/v1``, JSONPatch answers).
 
-For pods (``reference/hami.md`` §8, with dynamig's additions):
+For pods (``reference/hami.md`` §8, with dynamig's additions; the trust model is docs/security.md):
 
-1. Every ``dynamig.io/`` allocation annotation (``codecs.ALLOCATION_KEYS``) that a user put on
-   their own pod is removed, always (also for ignored pods): no pod can claim a device it was not
-   given. On UPDATE, changing those annotations is denied unless the user is trusted (dynamig's
-   own service accounts).
-2. Pods or namespaces labelled ``dynamig.io/webhook=ignore`` are otherwise left alone.
-3. Per container with GPU resources: memory/cores without ``nvidia.com/gpu`` -> ``nvidia.com/gpu: 1``;
+1. CREATE: every ``dynamig.io/`` annotation is removed, always and for everyone: no pod can be
+   created claiming a device it was not given.
+2. UPDATE: a change to any ``dynamig.io/`` annotation is denied unless the user is exactly one of
+   ``trusted_users`` (the extender's service account: every key) or ``node_agent_users`` (the device
+   plugin: only ``codecs.NODE_AGENT_POD_KEYS``, and only on pods bound to the node its token was
+   issued on, ``authentication.kubernetes.io/node-name``).
+3. Pods or namespaces labelled ``dynamig.io/webhook=ignore`` or ``hami.io/webhook=ignore`` opt out of
+   the mutation below (resource defaults, schedulerName, request checks), never out of 1 and 2.
+4. Per container with GPU resources: memory/cores without ``nvidia.com/gpu`` -> ``nvidia.com/gpu: 1``;
    ``nvidia.com/gpu`` without memory and cores (or percentage 100) -> ``nvidia.com/gpucores: 100``.
-4. Invalid values are denied with a message (negative, percentage outside 1..100, ``gpumem: 0``,
+5. Invalid values are denied with a message (negative, percentage outside 1..100, ``gpumem: 0``,
    cores over 100, non-integers), as are privileged GPU containers and a preset ``nodeName``.
-5. GPU pods get ``schedulerName`` unless they name another non-default scheduler.
+6. GPU pods get ``schedulerName`` unless they name another non-default scheduler.
 """
 
 from __future__ import annotations
 
 import base64
 import copy
-import fnmatch
 import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from models.codecs import ALLOCATION_KEYS
+from models.codecs import NODE_AGENT_POD_KEYS, PREFIX
 from models.errors import RequestError
 from models.requests import GPU_RESOURCES, RES_CORES, RES_GPU, RES_MEM, RES_MEM_PCT, parse_pod
 
@@ -32,6 +34,10 @@ from .wire import BadRequest, check_pod_shape
 
 DEFAULT_SCHEDULER = "default-scheduler"
 IGNORE = "ignore"
+#: HAMi's opt-out label, honoured too (a cluster migrating from HAMi keeps its opt-outs)
+HAMI_IGNORE_LABEL = "hami.io/webhook"
+#: the node a bound service-account token was issued on (Kubernetes >= 1.30)
+NODE_NAME_EXTRA = "authentication.kubernetes.io/node-name"
 
 
 def _escape(key: str) -> str:
@@ -52,6 +58,10 @@ def parse_review(doc: Any) -> dict[str, Any]:
     for f in ("operation", "namespace"):
         if req.get(f) is not None and not isinstance(req.get(f), str):
             raise BadRequest(f"AdmissionReview.request.{f} must be a string")
+    extra = (req.get("userInfo") or {}).get("extra")
+    if extra is not None and not (isinstance(extra, dict) and all(
+            isinstance(v, list) and all(isinstance(x, str) for x in v) for v in extra.values())):
+        raise BadRequest("AdmissionReview.request.userInfo.extra must map names to lists of strings")
     kind = (req.get("kind") or {}).get("kind")
     if kind in (None, "Pod"):
         for f in ("object", "oldObject"):
@@ -110,6 +120,40 @@ def _default_container(c: dict[str, Any]) -> bool:
     return changed
 
 
+def _dynamig_keys(ann: Mapping[str, Any]) -> list[str]:
+    return sorted(k for k in ann if str(k).startswith(PREFIX))
+
+
+def _update_denial(req: Mapping[str, Any], config: ExtenderConfig) -> str | None:
+    """Why this UPDATE may not change the pod's dynamig.io/ annotations (None: it may)."""
+    meta = (req.get("object") or {}).get("metadata") or {}
+    old_meta = (req.get("oldObject") or {}).get("metadata") or {}
+    ann, old_ann = meta.get("annotations") or {}, old_meta.get("annotations") or {}
+    changed = [k for k in sorted(set(_dynamig_keys(ann)) | set(_dynamig_keys(old_ann))) if ann.get(k) != old_ann.get(k)]
+    if not changed:
+        return None
+    info = req.get("userInfo") or {}
+    user = str(info.get("username") or "")
+    if user and user in config.trusted_users:
+        return None
+    if user and user in config.node_agent_users:
+        foreign = [k for k in changed if k not in NODE_AGENT_POD_KEYS]
+        if foreign:
+            return f"the dynamig device plugin ({user}) may not set {', '.join(foreign)}"
+        node = ((info.get("extra") or {}).get(NODE_NAME_EXTRA) or [""])[0]
+        bound = ((req.get("object") or {}).get("spec") or {}).get("nodeName") or \
+            ((req.get("oldObject") or {}).get("spec") or {}).get("nodeName")
+        if node and bound != node:
+            return (f"the dynamig device plugin on node {node} may only write pods bound to it "
+                    f"(this pod is {'bound to ' + bound if bound else 'not bound'})")
+        return None
+    return f"only dynamig may set {', '.join(changed)} (user {user or 'unknown'} is not dynamig's service account)"
+
+
+def _ignored(labels: Mapping[str, Any], config: ExtenderConfig) -> bool:
+    return any(labels.get(k) == IGNORE for k in (config.webhook_ignore_label, HAMI_IGNORE_LABEL))
+
+
 def review(doc: Any, config: ExtenderConfig,
            namespace_labels: Callable[[str], Mapping[str, str]] | None = None) -> dict[str, Any]:
     req = parse_review(doc)
@@ -121,18 +165,15 @@ def review(doc: Any, config: ExtenderConfig,
     op = req.get("operation") or "CREATE"
     meta = pod.get("metadata") or {}
     ann = meta.get("annotations") or {}
-    user = str((req.get("userInfo") or {}).get("username") or "")
     if op == "UPDATE":
-        old_ann = ((req.get("oldObject") or {}).get("metadata") or {}).get("annotations") or {}
-        changed = [k for k in ALLOCATION_KEYS if ann.get(k) != old_ann.get(k)]
-        if changed and not any(fnmatch.fnmatchcase(user, p) for p in config.trusted_users):
-            return _response(doc, uid, False, f"only dynamig may set {', '.join(changed)} "
-                                              f"(user {user or 'unknown'} is not trusted)", 403)
+        denial = _update_denial(req, config)
+        if denial is not None:
+            return _response(doc, uid, False, denial, 403)
         return _response(doc, uid, True)
 
     patch: list[dict[str, Any]] = []
     warnings: list[str] = []
-    stripped = [k for k in ALLOCATION_KEYS if k in ann]
+    stripped = _dynamig_keys(ann)
     for k in stripped:
         patch.append({"op": "remove", "path": f"/metadata/annotations/{_escape(k)}"})
     if stripped:
@@ -140,9 +181,9 @@ def review(doc: Any, config: ExtenderConfig,
 
     labels = meta.get("labels") or {}
     ns = str(meta.get("namespace") or req.get("namespace") or "default")
-    ignored = labels.get(config.webhook_ignore_label) == IGNORE
+    ignored = _ignored(labels, config)
     if not ignored and namespace_labels is not None:
-        ignored = (namespace_labels(ns) or {}).get(config.webhook_ignore_label) == IGNORE
+        ignored = _ignored(namespace_labels(ns) or {}, config)
     if ignored:
         return _response(doc, uid, True, patch=patch, warnings=warnings)
 
@@ -167,7 +208,7 @@ def review(doc: Any, config: ExtenderConfig,
     # validate the request as the extender will read it (after the defaults)
     check = copy.deepcopy(mutated)
     check.setdefault("metadata", {}).setdefault("name", meta.get("generateName") or "pod")
-    check["metadata"]["annotations"] = {k: v for k, v in ann.items() if k not in ALLOCATION_KEYS}
+    check["metadata"]["annotations"] = {k: v for k, v in ann.items() if k not in stripped}
     try:
         parse_pod(check)
     except RequestError as e:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -158,3 +159,42 @@ class KubeClient:
                 pass
             if on_response is not None:
                 on_response(None)
+
+
+class EventRecorder:
+    """Posts core/v1 Events about pods (best effort: a failed post is logged, never raised), so that
+    ``kubectl describe pod`` says why a pod got no device."""
+
+    MAX_MESSAGE = 1024
+
+    def __init__(self, client: KubeClient, component: str, host: str) -> None:
+        self.client = client
+        self.component = component
+        self.host = host
+
+    def body(self, pod: Mapping[str, Any], reason: str, message: str, now: float | None = None) -> dict[str, Any]:
+        import datetime
+
+        meta = pod.get("metadata") or {}
+        ns = str(meta.get("namespace") or "default")
+        ts = datetime.datetime.fromtimestamp(time.time() if now is None else now, datetime.UTC)
+        stamp = ts.strftime("%Y-%m-%dT%H:%M:%SZ")
+        return {
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": {"generateName": f"{meta.get('name')}.", "namespace": ns},
+            "involvedObject": {"apiVersion": "v1", "kind": "Pod", "namespace": ns, "name": meta.get("name"),
+                               "uid": meta.get("uid") or ""},
+            "reason": reason, "message": message[: self.MAX_MESSAGE], "type": "Warning",
+            "source": {"component": self.component, "host": self.host},
+            "firstTimestamp": stamp, "lastTimestamp": stamp, "count": 1,
+            "reportingComponent": self.component, "reportingInstance": self.host,
+        }
+
+    def pod_event(self, pod: Mapping[str, Any], reason: str, message: str) -> None:
+        body = self.body(pod, reason, message)
+        ns = body["metadata"]["namespace"]
+        try:
+            self.client.request("POST", f"/api/v1/namespaces/{ns}/events", body=body,
+                                what=f"event for pod {ns}/{body['involvedObject']['name']}")
+        except Exception as e:  # an event is a courtesy; the pod's annotation carries the reason too
+            log.warning("cannot post event %s for pod %s/%s: %s", reason, ns, body["involvedObject"]["name"], e)

@@ -23,6 +23,7 @@ from .errors import CodecError, RequestError
 from .layouts import Slot
 from .quantity import QuantityError, cpu_milli, memory_mib
 from .requests import PodRequest, host_request
+from .signing import Keyring, trusted_allocation
 from .types import ClusterState, Gpu, HostUsage, MigInstance, Node, NodeMode, ShareUsage, UnitKind, gpu_uuid
 
 TERMINAL_PHASES = ("Succeeded", "Failed")
@@ -71,13 +72,16 @@ def active_allocation(pod: Mapping[str, Any]) -> PodAllocation | None:
 
 
 def state_from_objects(
-    nodes: Iterable[Mapping[str, Any]], pods: Iterable[Mapping[str, Any]], layouts_any: bool = False
+    nodes: Iterable[Mapping[str, Any]], pods: Iterable[Mapping[str, Any]], layouts_any: bool = False,
+    keys: Keyring | None = None,
 ) -> tuple[ClusterState, list[StateProblem]]:
     """Rebuild the cluster from node registrations and pod allocations.
 
     Pods are replayed in plan-time order; a pod whose reserved layout is not yet realised on its
     GPU re-partitions it in the snapshot (the reservation wins while the GPU is idle). Conflicts
-    (an instance held twice, a GPU missing) are reported and the later claim is ignored.
+    (an instance held twice, a GPU missing) are reported and the later claim is ignored. With
+    ``keys``, an allocation whose signature does not verify (models.signing) holds nothing and is
+    reported.
     """
     problems: list[StateProblem] = []
     by_name: dict[str, Node] = {}
@@ -105,6 +109,9 @@ def state_from_objects(
         except CodecError as e:
             problems.append(StateProblem(f"pod {_pod_key(pod)}", str(e)))
             continue
+        a, forged = trusted_allocation(pod, a, keys)
+        if forged:
+            problems.append(StateProblem(f"pod {_pod_key(pod)}", forged))
         on = a.node if a is not None else _running_on(pod)
         if on is not None:
             usage = host_request_of(pod)

@@ -20,6 +20,7 @@ PREFIX = "dynamig.io/"
 NODE_GPUS = "dynamig.io/node-gpus"
 NODE_LOCK = "dynamig.io/node-lock"
 POD_ALLOCATION = "dynamig.io/allocation"
+POD_ALLOCATION_SIG = "dynamig.io/allocation-signature"  # models.signing: the extender's HMAC
 POD_NODE = "dynamig.io/node"
 POD_PLAN_TIME = "dynamig.io/plan-time"
 POD_BIND_PHASE = "dynamig.io/bind-phase"
@@ -28,9 +29,15 @@ POD_ALLOCATED = "dynamig.io/allocated"
 POD_ALLOC_ERROR = "dynamig.io/allocation-error"
 VERSION = 1
 
-#: Annotations only dynamig's own components may write; the webhook strips them from user pods.
-ALLOCATION_KEYS = (POD_ALLOCATION, POD_NODE, POD_PLAN_TIME, POD_BIND_PHASE, POD_BIND_TIME, POD_ALLOCATED,
-                   POD_ALLOC_ERROR)
+#: Annotations only dynamig's own components may write; the webhook strips them from user pods
+#: (it treats every key under PREFIX the same way; this list names the ones the code uses).
+ALLOCATION_KEYS = (POD_ALLOCATION, POD_ALLOCATION_SIG, POD_NODE, POD_PLAN_TIME, POD_BIND_PHASE, POD_BIND_TIME,
+                   POD_ALLOCATED, POD_ALLOC_ERROR)
+#: The pod annotations the device plugin writes (on pods of its own node only); the extender writes
+#: every other dynamig.io/ key.
+NODE_AGENT_POD_KEYS = (POD_ALLOCATED, POD_BIND_PHASE, POD_ALLOC_ERROR)
+#: The node annotations the device plugin writes on its own node (registration; releasing the lock).
+NODE_AGENT_NODE_KEYS = (NODE_GPUS, NODE_LOCK)
 
 PHASE_ALLOCATING = "allocating"
 PHASE_SUCCESS = "success"

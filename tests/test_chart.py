@@ -54,6 +54,7 @@ EXPECTED_RBAC: dict[str, dict[tuple[str, str], set[str]]] = {
     "device-plugin": {
         ("", "pods"): {"get", "list", "watch", "patch"},
         ("", "nodes"): {"get", "list", "watch", "patch"},
+        ("", "events"): {"create"},
     },
 }
 # Standard (not chart-made) roles each component is bound to.
@@ -307,7 +308,8 @@ def test_kubernetes_validate_strict(case: Case, kube_version: str, tmp_path: Pat
 
 
 def test_every_manifest_is_namespaced_in_the_release_namespace(case: Case) -> None:
-    cluster_scoped = {"ClusterRole", "ClusterRoleBinding", "MutatingWebhookConfiguration"}
+    cluster_scoped = {"ClusterRole", "ClusterRoleBinding", "MutatingWebhookConfiguration",
+                      "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}
     for d in case.docs:
         ns = d["metadata"].get("namespace")
         if d["kind"] in cluster_scoped:
@@ -539,12 +541,16 @@ def _openssl_verify(ca_pem: bytes, cert_pem: bytes, tmp_path: Path) -> subproces
     )
 
 
+def tls_secrets(case: Case) -> list[dict[str, Any]]:
+    return [s for s in case.all("Secret") if s["metadata"]["name"] == f"{FULLNAME}-tls"]
+
+
 def test_webhook(case: Case, tmp_path: Path) -> None:
     values = case.values
     hooks = case.all("MutatingWebhookConfiguration")
     if not values["webhook"]["enabled"]:
         assert hooks == []
-        assert case.all("Secret") == [] and case.all("Certificate") == []
+        assert tls_secrets(case) == [] and case.all("Certificate") == []
         return
     (mwc,) = hooks
     (hook,) = mwc["webhooks"]
@@ -552,17 +558,15 @@ def test_webhook(case: Case, tmp_path: Path) -> None:
     assert svc["path"] == "/webhook"
     assert svc["name"] == f"{FULLNAME}-extender" and svc["namespace"] == NAMESPACE
     assert svc["port"] == values["scheduler"]["service"]["port"]
-    assert hook["rules"] == [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"],
+    # finding 3: UPDATE is reviewed too, and no user-settable label keeps a pod or namespace away
+    assert hook["rules"] == [{"operations": ["CREATE", "UPDATE"], "apiGroups": [""], "apiVersions": ["v1"],
                               "resources": ["pods"], "scope": "Namespaced"}]
     assert hook["failurePolicy"] == values["webhook"]["failurePolicy"]
     assert hook["sideEffects"] == "None"
-    ignore = {"key": "dynamig.io/webhook", "operator": "NotIn", "values": ["ignore"]}
-    assert ignore in hook["objectSelector"]["matchExpressions"]
-    assert ignore in hook["namespaceSelector"]["matchExpressions"]
-    excluded = [e for e in hook["namespaceSelector"]["matchExpressions"]
-                if e["key"] == "kubernetes.io/metadata.name"]
-    assert excluded == [{"key": "kubernetes.io/metadata.name", "operator": "NotIn",
-                         "values": values["webhook"]["excludeNamespaces"]}]
+    assert "objectSelector" not in hook
+    assert hook["namespaceSelector"] == {"matchExpressions": [{
+        "key": "kubernetes.io/metadata.name", "operator": "NotIn",
+        "values": list(dict.fromkeys([NAMESPACE, *values["webhook"]["excludeNamespaces"]]))}]}
 
     # The Service routes to the extender's TLS port.
     service = case.one("Service", f"{FULLNAME}-extender")
@@ -581,7 +585,7 @@ def test_webhook(case: Case, tmp_path: Path) -> None:
         issuer = case.one("Issuer")
         assert cert["spec"]["issuerRef"] == {
             "name": issuer["metadata"]["name"], "kind": "Issuer", "group": "cert-manager.io"}
-        assert case.all("Secret") == []  # cert-manager writes it
+        assert tls_secrets(case) == []  # cert-manager writes it
     else:
         assert "annotations" not in mwc["metadata"]
         secret = case.one("Secret", f"{FULLNAME}-tls")

@@ -14,11 +14,23 @@ from test_extender_support import filter_body, memory_store, pod_manifest
 
 from extender import ExtenderConfig, create_app, serve_in_thread
 from models.cluster import state_from_objects
-from models.codecs import ALLOCATION_KEYS, POD_ALLOCATION, POD_BIND_PHASE, POD_NODE, PodAllocation, encode_allocation
+from models.codecs import (
+    ALLOCATION_KEYS,
+    POD_ALLOCATED,
+    POD_ALLOCATION,
+    POD_ALLOCATION_SIG,
+    POD_BIND_PHASE,
+    POD_NODE,
+    PodAllocation,
+    encode_allocation,
+)
 from models.layouts import Slot
 from models.plan import LayoutChange, UnitAssignment
 from models.store import InMemoryStore
 from models.types import UnitKind
+
+EXTENDER_SA = "system:serviceaccount:dynamig-system:dyn-dynamig-scheduler"
+PLUGIN_SA = "system:serviceaccount:dynamig-system:dyn-dynamig-device-plugin"
 
 
 class Store(InMemoryStore):
@@ -32,21 +44,23 @@ class Store(InMemoryStore):
 
 @pytest.fixture(scope="module")
 def http() -> Iterator[httpx.Client]:
-    store = Store({"quiet": {"dynamig.io/webhook": "ignore"}})
-    h = serve_in_thread(create_app(store, ExtenderConfig(scheduler_name="dynamig-scheduler")))
+    store = Store({"quiet": {"dynamig.io/webhook": "ignore"}, "hami-quiet": {"hami.io/webhook": "ignore"}})
+    h = serve_in_thread(create_app(store, ExtenderConfig(scheduler_name="dynamig-scheduler",
+                                                         trusted_users=(EXTENDER_SA,), node_agent_users=(PLUGIN_SA,))))
     with httpx.Client(base_url=h.url, timeout=10) as c:
         yield c
     h.stop()
 
 
 def review(pod: dict[str, Any], op: str = "CREATE", old: dict[str, Any] | None = None,
-           user: str = "alice") -> dict[str, Any]:
+           user: str = "alice", extra: dict[str, list[str]] | None = None) -> dict[str, Any]:
     return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
             "request": {"uid": "705ab4f5-6393-11e8-b7cc-42010a800002",
                         "kind": {"group": "", "version": "v1", "kind": "Pod"},
                         "resource": {"group": "", "version": "v1", "resource": "pods"},
                         "namespace": pod["metadata"].get("namespace", "default"), "operation": op,
-                        "userInfo": {"username": user}, "object": pod, "oldObject": old, "dryRun": False}}
+                        "userInfo": {"username": user, **({"extra": extra} if extra else {})},
+                        "object": pod, "oldObject": old, "dryRun": False}}
 
 
 def apply_patch(doc: dict[str, Any], ops: list[dict[str, Any]]) -> dict[str, Any]:
@@ -203,24 +217,86 @@ def test_update_of_allocation_annotations_needs_a_trusted_user(http: httpx.Clien
     new["metadata"]["annotations"][POD_NODE] = "mig-0"
     resp, _ = admit(http, new, op="UPDATE", old=old, user="alice")
     assert resp["allowed"] is False and resp["status"]["code"] == 403
-    resp, _ = admit(http, new, op="UPDATE", old=old, user="system:serviceaccount:dynamig-system:dynamig-extender")
+    resp, _ = admit(http, new, op="UPDATE", old=old, user=EXTENDER_SA)
     assert resp["allowed"] is True
     other = copy.deepcopy(old)
     other["metadata"]["annotations"]["team"] = "x"
     assert admit(http, other, op="UPDATE", old=old)[0]["allowed"] is True
 
 
+@pytest.mark.parametrize("user", [
+    # finding 3: the old pattern system:serviceaccount:*:dynamig* trusted these
+    "system:serviceaccount:team-a:dynamig", "system:serviceaccount:team-a:dyn-dynamig-scheduler",
+    "system:serviceaccount:dynamig-system:dyn-dynamig-scheduler-x", "system:serviceaccount:dynamig-system:dynamig",
+    "", "system:anonymous",
+])
+def test_only_the_exact_extender_account_is_trusted(http: httpx.Client, user: str) -> None:
+    old = pod_manifest("p", gpu="1")
+    new = copy.deepcopy(old)
+    new["metadata"]["annotations"][POD_ALLOCATION] = "{}"
+    resp, _ = admit(http, new, op="UPDATE", old=old, user=user)
+    assert resp["allowed"] is False and "only dynamig may set dynamig.io/allocation" in resp["status"]["message"]
+
+
+def test_update_guards_every_dynamig_key_also_removal_and_unknown_keys(http: httpx.Client) -> None:
+    old = pod_manifest("p", gpu="1", annotations={POD_ALLOCATION: "x", POD_ALLOCATION_SIG: "v1:a:b"})
+    for change in ({POD_ALLOCATION: None}, {POD_ALLOCATION_SIG: None}, {"dynamig.io/anything-new": "1"},
+                   {POD_BIND_PHASE: "failed"}):
+        new = copy.deepcopy(old)
+        for k, v in change.items():
+            if v is None:
+                del new["metadata"]["annotations"][k]
+            else:
+                new["metadata"]["annotations"][k] = v
+        resp, _ = admit(http, new, op="UPDATE", old=old, user="alice")
+        assert resp["allowed"] is False, change
+        # the opt-out label does not exempt an update either
+        new["metadata"]["labels"] = {"dynamig.io/webhook": "ignore", "hami.io/webhook": "ignore"}
+        assert admit(http, new, op="UPDATE", old=old, user="alice")[0]["allowed"] is False, change
+
+
+def test_device_plugin_writes_only_its_keys_on_its_own_nodes_pods(http: httpx.Client) -> None:
+    old = pod_manifest("p", gpu="1", annotations={POD_ALLOCATION: "x", POD_BIND_PHASE: "allocating"})
+    old["spec"]["nodeName"] = "node-a"
+    mine = {"authentication.kubernetes.io/node-name": ["node-a"]}
+    theirs = {"authentication.kubernetes.io/node-name": ["node-b"]}
+    ok = copy.deepcopy(old)
+    ok["metadata"]["annotations"].update({POD_BIND_PHASE: "success", POD_ALLOCATED: "{}"})
+    assert admit(http, ok, op="UPDATE", old=old, user=PLUGIN_SA, extra=mine)[0]["allowed"] is True
+    resp, _ = admit(http, ok, op="UPDATE", old=old, user=PLUGIN_SA, extra=theirs)
+    assert resp["allowed"] is False and "only write pods bound to it" in resp["status"]["message"]
+    grab = copy.deepcopy(old)
+    grab["metadata"]["annotations"][POD_ALLOCATION] = "y"
+    resp, _ = admit(http, grab, op="UPDATE", old=old, user=PLUGIN_SA, extra=mine)
+    assert resp["allowed"] is False and "may not set dynamig.io/allocation" in resp["status"]["message"]
+
+
 def test_ignored_pods_and_namespaces(http: httpx.Client) -> None:
-    p = pod_manifest("p", gpu="1")
-    p["metadata"]["labels"] = {"dynamig.io/webhook": "ignore"}
-    resp, pod = admit(http, p)
-    assert resp["allowed"] and "patch" not in resp and "schedulerName" not in pod["spec"]
-    resp, pod = admit(http, pod_manifest("p", gpu="1", ns="quiet"))
-    assert resp["allowed"] and "patch" not in resp
+    for label in ("dynamig.io/webhook", "hami.io/webhook"):
+        p = pod_manifest("p", gpu="1")
+        p["metadata"]["labels"] = {label: "ignore"}
+        resp, pod = admit(http, p)
+        assert resp["allowed"] and "patch" not in resp and "schedulerName" not in pod["spec"]
+    for ns in ("quiet", "hami-quiet"):
+        resp, pod = admit(http, pod_manifest("p", gpu="1", ns=ns))
+        assert resp["allowed"] and "patch" not in resp
+
+
+def test_ignored_pods_are_still_stripped_of_every_dynamig_key(http: httpx.Client) -> None:
+    for label in ("dynamig.io/webhook", "hami.io/webhook"):
+        p = pod_manifest("p", gpu="1", annotations={POD_ALLOCATION: "x", POD_ALLOCATION_SIG: "v1:a:b",
+                                                    "dynamig.io/future-key": "1", "hami.io/keep": "y"})
+        p["metadata"]["labels"] = {label: "ignore"}
+        resp, pod = admit(http, p, user=EXTENDER_SA)  # also the extender cannot create claims
+        ann = pod["metadata"]["annotations"]
+        assert resp["allowed"] and not [k for k in ann if k.startswith("dynamig.io/")] and ann["hami.io/keep"] == "y"
+        assert "schedulerName" not in pod["spec"]
 
 
 @pytest.mark.parametrize("body", [b"", b"{", b"[]", b"{}", b'{"request": {}}', b'{"request": {"uid": 5}}',
-                                  b'{"request": {"uid": "u", "object": []}}'])
+                                  b'{"request": {"uid": "u", "object": []}}',
+                                  b'{"request": {"uid": "u", "userInfo": {"extra": {"a": "b"}}}}',
+                                  b'{"request": {"uid": "u", "userInfo": {"extra": []}}}'])
 def test_malformed_reviews_are_400(http: httpx.Client, body: bytes) -> None:
     r = http.post("/webhook", content=body, headers={"Content-Type": "application/json"})
     assert r.status_code == 400 and r.json()["Error"]

@@ -71,3 +71,21 @@ def test_extender_calls_match_the_chart_rbac(api: FakeApiServer) -> None:
     dp = EXPECTED_RBAC["device-plugin"]
     for key in (("", "pods"), ("", "nodes")):
         assert used[key] <= dp[key]
+
+
+def test_device_plugin_events_match_the_chart_rbac(api: FakeApiServer) -> None:
+    from kube.client import EventRecorder
+
+    pod = api.create_pod({"metadata": {"name": "p", "namespace": "ml"}, "spec": {"containers": [{"name": "c"}]}})
+    EventRecorder(KubeClient.for_host(api.url), "dynamig-device-plugin", "n1").pod_event(
+        pod, "DynamigAllocationNotProven", "x" * 5000)
+    (ev,) = api.events
+    assert ev["involvedObject"] == {"apiVersion": "v1", "kind": "Pod", "namespace": "ml", "name": "p",
+                                    "uid": pod["metadata"]["uid"]}
+    assert ev["reason"] == "DynamigAllocationNotProven" and len(ev["message"]) == 1024 and ev["type"] == "Warning"
+    assert ev["source"] == {"component": "dynamig-device-plugin", "host": "n1"}
+    used = verbs_used(api)
+    assert used[("", "events")] == {"create"} <= EXPECTED_RBAC["device-plugin"][("", "events")]
+    # best effort: an API error is logged, not raised
+    api.failures.append(("POST", "/events", 500))
+    EventRecorder(KubeClient.for_host(api.url), "c", "n1").pod_event(pod, "R", "m")

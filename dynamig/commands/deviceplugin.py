@@ -26,6 +26,7 @@ from dynamig.commands.kubeenv import kube_client
 from models.cluster import state_from_inventory
 from models.config import Inventory, InventoryNode, load_device_config, load_inventory, load_node_config
 from models.errors import ConfigError
+from models.signing import load_keyring
 from models.store import ClusterStore, InMemoryStore, node_objects
 from models.types import NodeMode
 
@@ -59,6 +60,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--hook-path", metavar="DIR", default="/usr/local",
                    help="HAMi-core HOOK_PATH (libvgpu.so under DIR/vgpu; default /usr/local)")
     p.add_argument("--refresh", metavar="S", type=float, default=10.0, help="GPU re-read period (default 10 s)")
+    p.add_argument("--allocation-key-file", metavar="FILE", default=os.environ.get("DYNAMIG_ALLOCATION_KEY_FILE"),
+                   help="key(s) that verify the extender's signature on every allocation, one per line "
+                        "(default $DYNAMIG_ALLOCATION_KEY_FILE; required with --store kube)")
     return p
 
 
@@ -103,10 +107,17 @@ def run(args: argparse.Namespace) -> int:
     from deviceplugin.backend import GpuBackend, GpuBackendError
     from deviceplugin.sim import ENV_STATE, SimBackend
 
+    if args.allocation_key_file:
+        keys = load_keyring(args.allocation_key_file)
+    elif args.store == "kube":
+        raise ConfigError("--store kube needs --allocation-key-file FILE (or $DYNAMIG_ALLOCATION_KEY_FILE): without "
+                          "it the plugin cannot tell an allocation the extender made from one a pod wrote itself")
+    else:
+        keys = None
     inv = load_inventory(args.inventory) if args.inventory else None
     inv_node = _inventory_node(inv, args.node)
     config = AgentConfig(migparted_timeout_s=args.mig_parted_timeout, hook_path=args.hook_path,
-                         refresh_s=args.refresh, config_dir=args.mig_parted_config_dir)
+                         refresh_s=args.refresh, config_dir=args.mig_parted_config_dir, allocation_keys=keys)
     if inv_node is not None:
         config = replace(config, mode=inv_node.mode, split=inv_node.split)
     if args.node_config:
@@ -148,7 +159,12 @@ def run(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    agent = NodeAgent(args.node, backend, store, args.device_plugin_dir, _mig_parted(args), config)
+    events = None
+    if stoppable is not None:
+        from kube.client import EventRecorder
+
+        events = EventRecorder(stoppable.client, "dynamig-device-plugin", args.node).pod_event
+    agent = NodeAgent(args.node, backend, store, args.device_plugin_dir, _mig_parted(args), config, events)
     log.warning("dynamig deviceplugin: node %s, mode %s, backend %s, plugin dir %s", args.node, config.mode.value,
                 args.backend, args.device_plugin_dir)
     agent.start()

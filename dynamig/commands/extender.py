@@ -28,6 +28,7 @@ from extender import run as serve
 from models.cluster import state_from_inventory
 from models.config import load_device_config, load_inventory
 from models.errors import ConfigError, Conflict
+from models.signing import Keyring, load_keyring
 from models.store import ClusterStore, InMemoryStore, node_objects
 from models.templates import DeviceConfig
 from models.yamlsrc import load_pod_manifests
@@ -75,7 +76,31 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--layouts-any", action="store_true", help="allow every valid MIG layout, not only templates")
     p.add_argument("--max-concurrent-solves", type=int, default=4, help="parallel solves (default 4)")
     p.add_argument("--identity", help="this instance's identity (node-lock owner, Lease holder)")
+    add_trust_arguments(p)
     return p
+
+
+def add_trust_arguments(p: argparse.ArgumentParser) -> None:
+    """The trust model's settings (docs/security.md)."""
+    p.add_argument("--allocation-key-file", metavar="FILE", default=os.environ.get("DYNAMIG_ALLOCATION_KEY_FILE"),
+                   help="key(s) that sign every reservation, one per line, the first signs (default "
+                        "$DYNAMIG_ALLOCATION_KEY_FILE; required with --store kube)")
+    p.add_argument("--trusted-user", metavar="USER", action="append", default=[],
+                   help="exact user (system:serviceaccount:NS:NAME) allowed to change every dynamig.io/ pod "
+                        "annotation: the extender's own service account (repeatable)")
+    p.add_argument("--node-agent-user", metavar="USER", action="append", default=[],
+                   help="exact user of the device plugin: may change only its pod keys, on its node's pods "
+                        "(repeatable)")
+
+
+def allocation_keys(args: argparse.Namespace) -> Keyring | None:
+    """The keyring, required against a real cluster (an unsigned allocation is anyone's to forge)."""
+    if args.allocation_key_file:
+        return load_keyring(args.allocation_key_file)
+    if args.store == "kube":
+        raise ConfigError("--store kube needs --allocation-key-file FILE (or $DYNAMIG_ALLOCATION_KEY_FILE): "
+                          "without it any pod could claim a GPU by writing dynamig.io/ annotations")
+    return None
 
 
 def memory_store(inventory: str, pods: str | None) -> tuple[InMemoryStore, DeviceConfig, bool]:
@@ -95,6 +120,7 @@ def memory_store(inventory: str, pods: str | None) -> tuple[InMemoryStore, Devic
 def build(args: argparse.Namespace) -> tuple[ClusterStore, ExtenderConfig, list[Any]]:
     """The store, the config and what must be stopped on exit (informers, elector)."""
     stoppables: list[Any] = []
+    keys = allocation_keys(args)
     templates: DeviceConfig | None = None
     layouts_any = bool(args.layouts_any)
     if args.store == "memory":
@@ -125,6 +151,8 @@ def build(args: argparse.Namespace) -> tuple[ClusterStore, ExtenderConfig, list[
         scheduler_name=args.scheduler_name, layouts_any=layouts_any, policy=args.policy,
         time_budget_ms=args.time_budget_ms, max_concurrent_solves=args.max_concurrent_solves,
         legacy_metrics=args.legacy_metrics, reservation_ttl_s=args.reservation_ttl,
+        allocation_keys=keys, trusted_users=tuple(args.trusted_user),
+        node_agent_users=tuple(args.node_agent_user),
     )
     if templates is not None:
         kw["templates"] = templates

@@ -8,6 +8,7 @@ import heapq
 import itertools
 import logging
 import os
+import secrets
 import shutil
 import sys
 import tempfile
@@ -24,6 +25,7 @@ from extender.config import ExtenderConfig
 from extender.server import ServerHandle, serve_in_thread
 from models.codecs import POD_ALLOC_ERROR, POD_ALLOCATION, POD_BIND_PHASE, decode_allocation
 from models.config import Inventory
+from models.signing import Keyring
 from models.store import InMemoryStore
 from models.types import NodeMode
 
@@ -114,6 +116,7 @@ class Demo:
     # ------------------------------------------------------------------ cluster
     def _start(self, faults: dict[str, int], extender_port: int, metrics_port: int) -> None:
         migparted = [sys.executable, "-m", "deviceplugin.migparted_sim"]
+        keys = Keyring((secrets.token_hex(32).encode(),))  # signed allocations end to end, as in a cluster
         hook = os.path.join(self.workdir, "hami-hook")
         for n in self.inventory.nodes:
             self.store.add_node({"metadata": {"name": n.name, "labels": {"gpu": "on", **dict(n.labels)}},
@@ -127,7 +130,8 @@ class Demo:
             agent = NodeAgent(n.name, backend, self.store, kubelet.plugin_dir, mig_parted=migparted,
                               config=AgentConfig(mode=n.mode, split=n.split, hook_path=hook,
                                                  config_dir=os.path.join(base, "mig-parted"),
-                                                 device_config=self.inventory.templates, poll_s=0.1))
+                                                 device_config=self.inventory.templates, poll_s=0.1,
+                                                 allocation_keys=keys))
             agent.start()
             self.backends[n.name], self.kubelets[n.name], self.agents[n.name] = backend, kubelet, agent
         for name, kubelet in self.kubelets.items():
@@ -135,7 +139,7 @@ class Demo:
             log.info("node %s registered", name)
         app = create_app(self.store, ExtenderConfig(templates=self.inventory.templates,
                                                     layouts_any=self.inventory.layouts_any,
-                                                    identity="dynamig-demo-extender"))
+                                                    identity="dynamig-demo-extender", allocation_keys=keys))
         self.server = serve_in_thread(app, "127.0.0.1", extender_port, metrics_port=metrics_port)
         self.client = ExtenderClient(self.server.url)
 

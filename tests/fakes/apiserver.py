@@ -69,6 +69,7 @@ class FakeApiServer:
         self.pods: dict[tuple[str, str], Obj] = {}
         self.leases: dict[tuple[str, str], Obj] = {}
         self.namespaces: dict[str, Obj] = {}
+        self.events: list[Obj] = []  # core/v1 Events posted (kept as sent, plus a generated name)
         self.history: list[tuple[int, str, str, Obj]] = []  # (rv, kind, type, obj)
         self.compacted = 0  # events with rv <= compacted are gone
         self.watch_generation = 0
@@ -254,6 +255,15 @@ class FakeApiServer:
             if ns is None:
                 raise HttpError(404, "NotFound", f'namespaces "{p[1]}" not found')
             return 200, copy.deepcopy(ns)
+        if len(p) == 3 and p[0] == "namespaces" and p[2] == "events" and method == "POST":
+            ev = copy.deepcopy(body or {})
+            meta = ev.setdefault("metadata", {})
+            if meta.get("namespace", p[1]) != p[1]:
+                raise HttpError(400, "BadRequest", "the namespace of the object does not match the request")
+            meta["name"] = meta.get("name") or f"{meta.get('generateName', 'event.')}{len(self.events)}"
+            meta["namespace"] = p[1]
+            self.events.append(ev)
+            return 201, copy.deepcopy(ev)
         if len(p) == 3 and p[0] == "namespaces" and p[2] == "pods" and method == "POST":
             body = dict(body or {})
             body.setdefault("metadata", {})["namespace"] = p[1]

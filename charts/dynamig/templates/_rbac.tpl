@@ -56,7 +56,10 @@ extension-apiserver-authentication-reader
 {{- end }}
 
 {{/* device plugin, cluster-wide: finds the pod being allocated and patches its allocation state;
-publishes its GPUs in a node annotation and takes/releases the node lock. */}}
+publishes its GPUs in a node annotation and releases the node lock; tells a pod why it got no device
+(an Event). RBAC cannot name "my node": the patches are narrowed to the plugin's own node and the
+pods bound to it, and to its own annotation keys, by the ValidatingAdmissionPolicies
+(admission-policy.yaml) and the webhook (docs/security.md). */}}
 {{- define "dynamig.rbac.devicePlugin.clusterRules" -}}
 - apiGroups: [""]
   resources: ["pods"]
@@ -64,4 +67,7 @@ publishes its GPUs in a node annotation and takes/releases the node lock. */}}
 - apiGroups: [""]
   resources: ["nodes"]
   verbs: ["get", "list", "watch", "patch"]
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create"]
 {{- end }}
