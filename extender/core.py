@@ -161,7 +161,8 @@ class Extender:
             if same is not None:
                 new = Snapshot(rev, same.state, same.allocated, nodes, pods, same.problems, fp)
             else:
-                state, problems = state_from_objects(nodes, pods, layouts_any=self.config.layouts_any)
+                state, problems = state_from_objects(nodes, pods, layouts_any=self.config.layouts_any,
+                                                     templates=self.config.templates)
                 new = Snapshot(rev, state, holders_of(state), nodes, pods, tuple(problems), fp)
                 self.rebuilds += 1
                 if problems:
@@ -177,7 +178,7 @@ class Extender:
         if pod_key not in snap.allocated:
             return snap.state
         state, _ = state_from_objects(snap.nodes, [p for p in snap.pods if _key(p) != pod_key],
-                                      layouts_any=self.config.layouts_any)
+                                      layouts_any=self.config.layouts_any, templates=self.config.templates)
         return state
 
     def _advance(self, plan: Plan, pod_obj: dict[str, Any], rev_before: int) -> None:
@@ -244,7 +245,7 @@ class Extender:
     def filter(self, args: ExtenderArgs) -> FilterOutcome:
         names = args.candidates
         try:
-            req = parse_pod(args.pod)
+            req = parse_pod(args.pod, self.config.templates.resources)
         except RequestError as e:
             msg = f"invalid GPU request: {e}"
             return FilterOutcome(filter_result(args, [], {}, {n: msg for n in names}), "invalid")
@@ -333,7 +334,7 @@ class Extender:
         names = list(dict.fromkeys(args.candidates))
         scores = dict.fromkeys(names, 0)
         try:
-            req = parse_pod(args.pod)
+            req = parse_pod(args.pod, self.config.templates.resources)
         except RequestError:
             return scores
         if not req.wants_gpu or not names:
@@ -386,7 +387,7 @@ class Extender:
         if args.pod_uid and meta.get("uid") and meta.get("uid") != args.pod_uid:
             return f"pod {key} has UID {meta.get('uid')}, not {args.pod_uid} (recreated); schedule it again"
         try:
-            wants_gpu = parse_pod(pod).wants_gpu
+            wants_gpu = parse_pod(pod, self.config.templates.resources).wants_gpu
         except RequestError as e:
             return f"pod {key}: {e}"
         if not wants_gpu:
