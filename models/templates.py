@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cache, cached_property
 
-from .catalog import CATALOG, GpuModel, match_nvml_name, nvml_names
+from .catalog import CATALOG, GpuModel, match_nvml_name, model, nvml_names
+from .errors import CatalogError, LayoutError
 from .layouts import Layout, realize
 from .resources import DEFAULT_RESOURCES, ResourceNames
 
@@ -64,8 +65,24 @@ class ModelGeometries:
         return any(m in nvml_name for m in self.models)
 
     def serves_model(self, gpu_model: GpuModel) -> bool:
-        """Some geometry uses only profiles this model has (else the group cannot apply to it)."""
-        return any(all(gpu_model.has_profile(n) for n in geo.counts()) for geo in self.geometries)
+        """Some geometry can be cut on this model (else the group cannot apply to it)."""
+        return any(cuttable(gpu_model, geo) is not None for geo in self.geometries)
+
+
+def cuttable(gpu_model: GpuModel, geo: Geometry) -> Layout | None:
+    """The geometry realised on the model, or None when the model cannot cut it."""
+    return _realise(gpu_model.name, tuple(sorted(geo.counts().items())))
+
+
+@cache
+def _realise(model_name: str, counts: tuple[tuple[str, int], ...]) -> Layout | None:
+    m = model(model_name)
+    if not all(m.has_profile(n) for n, _ in counts) or not any(n for _, n in counts):
+        return None
+    try:
+        return realize(m, dict(counts))
+    except (LayoutError, CatalogError):
+        return None
 
 
 def models_named(strings: Iterable[str]) -> tuple[GpuModel, ...]:
@@ -123,8 +140,9 @@ class DeviceConfig:
                 continue
             lays = []
             for i, geo in enumerate(g.geometries):
-                if all(m.has_profile(n) for n in geo.counts()):
-                    lays.append(TemplateLayout(i, realize(m, geo.counts())))
+                lay = cuttable(m, geo)
+                if lay is not None:
+                    lays.append(TemplateLayout(i, lay))
             out[m.name] = tuple(lays)
         return out
 
