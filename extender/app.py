@@ -52,7 +52,7 @@ def _bad(msg: str) -> Response:
 def create_app(store: ClusterStore, config: ExtenderConfig | None = None) -> FastAPI:
     config = config or ExtenderConfig()
     ext = Extender(store, config)
-    metrics = ExtenderMetrics(ext, legacy=config.legacy_metrics)
+    metrics = ExtenderMetrics(ext, legacy=config.legacy_metrics, hami_version=config.hami_metrics)
     solve_pool = ThreadPoolExecutor(max(1, config.max_concurrent_solves), thread_name_prefix="dynamig-solve")
     io_pool = ThreadPoolExecutor(16, thread_name_prefix="dynamig-io")
     solve_slots: dict[str, asyncio.Semaphore] = {}

@@ -42,6 +42,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--tls-cert-file", metavar="F", help="serve HTTPS with this certificate (needs --tls-key-file)")
     p.add_argument("--tls-key-file", metavar="F", help="private key for --tls-cert-file")
     p.add_argument("--legacy-metrics", action="store_true", help="also export HAMi's legacy camelCase metrics")
+    p.add_argument("--hami-metrics", choices=("v2.9", "v2.10"), default="v2.9",
+                   help="HAMi release whose metric label set to export (default v2.9)")
     p.add_argument("--scheduler-name", default="dynamig-scheduler",
                    help="schedulerName the webhook sets on GPU pods (default dynamig-scheduler)")
     p.add_argument("--leader-elect", action="store_true", help="run leader election on a Lease (--store kube)")
@@ -104,6 +106,7 @@ def build(args: argparse.Namespace) -> tuple[ClusterStore, ExtenderConfig, list[
         scheduler_name=args.scheduler_name, layouts_any=layouts_any, policy=args.policy,
         time_budget_ms=args.time_budget_ms, max_concurrent_solves=args.max_concurrent_solves,
         legacy_metrics=args.legacy_metrics,
+        hami_metrics=args.hami_metrics,
     )
     if templates is not None:
         kw["templates"] = templates
