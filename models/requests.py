@@ -281,12 +281,19 @@ def parse_pod(pod: Mapping[str, Any], names: ResourceNames = DEFAULT_RESOURCES) 
     ann = {str(k): str(v) for k, v in (meta.get("annotations") or {}).items()}
     modes: set[NodeMode] = set()
     raw_mode = ann.get(ANN_MODE, "").strip()
+    if ANN_MODE in ann and not raw_mode:
+        # HAMi: strings.Contains("", mode) is false for every GPU, so the pod is never scheduled
+        raise RequestError(f"{where}: annotation {ANN_MODE} is empty, which HAMi matches to no GPU; remove it "
+                           "(any mode) or set 'mig' or 'hami-core'")
     if raw_mode:
         for m in NodeMode:
             if m.value in raw_mode:  # HAMi: substring test, so "mig,hami-core" allows both
                 modes.add(m)
         if not modes:
-            raise RequestError(f"{where}: annotation {ANN_MODE}={raw_mode!r}: expected 'mig' or 'hami-core'")
+            # HAMi's test is case-sensitive ("MIG" matches nothing) and "mps" GPUs do not exist here:
+            # such a pod would wait forever there; here it gets this reason
+            raise RequestError(f"{where}: annotation {ANN_MODE}={raw_mode!r}: expected 'mig' or 'hami-core' "
+                               "(lower case, as HAMi compares it)")
     policies = []
     for key, default in ((ANN_NODE_POLICY, BINPACK), (ANN_GPU_POLICY, SPREAD)):
         v = ann.get(key, default).strip() or default

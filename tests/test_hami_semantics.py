@@ -16,6 +16,7 @@ from test_planner import mig_node, pod
 
 from models.catalog import model
 from models.deviceconfig import load_device_config, load_device_config_text
+from models.errors import RequestError
 from models.requests import gpu_allowed, parse_pod
 from models.resources import ResourceNames
 from models.templates import DeviceConfig
@@ -209,3 +210,33 @@ def test_device_config_split_and_resource_names() -> None:
     req = parse_pod(manifest, cfg.resources)
     assert (req.containers[0].count, req.containers[0].memory_mib) == (2, 3000)
     assert not parse_pod(manifest).wants_gpu  # under the default names it asks for nothing
+
+
+# --------------------------------------------------------------------------- stricter-than-HAMi decisions
+
+
+def _manifest(ann: dict[str, str], n: int = 1) -> dict[str, Any]:
+    return {"metadata": {"name": "p", "annotations": ann},
+            "spec": {"containers": [{"name": "c", "resources": {"limits": {"nvidia.com/gpu": n}}}]}}
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ("MIG", "lower case, as HAMi compares it"),  # HAMi: Contains("MIG", "mig") is false -> pending forever
+    ("mps", "expected 'mig' or 'hami-core'"),  # no MPS GPUs in dynamig
+    ("", "empty, which HAMi matches to no GPU"),  # HAMi: "" contains no mode -> pending forever
+])
+def test_vgpu_modes_hami_would_leave_pending_are_clear_errors(value: str, message: str) -> None:
+    with pytest.raises(RequestError, match=message):
+        parse_pod(_manifest({"nvidia.com/vgpu-mode": value}))
+
+
+def test_vgpu_mode_substring_rule_as_hami() -> None:
+    req = parse_pod(_manifest({"nvidia.com/vgpu-mode": "mig,hami-core"}))
+    assert req.modes == frozenset({NodeMode.MIG, NodeMode.HAMI_CORE})
+
+
+def test_numa_bind() -> None:
+    parse_pod(_manifest({"nvidia.com/numa-bind": "true"}))  # one GPU is on one NUMA node: satisfied
+    parse_pod(_manifest({"nvidia.com/numa-bind": "false"}, n=2))
+    with pytest.raises(RequestError, match="numa-bind=true with more than one GPU"):
+        parse_pod(_manifest({"nvidia.com/numa-bind": "1"}, n=2))  # Go's ParseBool accepts 1
