@@ -146,3 +146,51 @@ def test_inventory_errors_name_line_and_field() -> None:
         load_inventory_text(INVENTORY.replace("A100-SXM4-40GB", "T4"), "inv.yaml")
     with pytest.raises(ConfigError, match="duplicate node name"):
         load_inventory_text(INVENTORY.replace("share-0", "gpu-a100-0"), "inv.yaml")
+
+
+def test_configmap_manifest_errors_name_the_outer_line() -> None:
+    loaded = load_device_config(os.path.join(DATA, "hami-v2.9.0-device-configmap.yaml"))
+    first = next(w for w in loaded.warnings if "1g.6gb declares" in w.message)
+    with open(os.path.join(DATA, "hami-v2.9.0-device-configmap.yaml"), encoding="utf-8") as fh:
+        lines = fh.read().splitlines()
+    line = int(first.where.split(":")[1])
+    assert lines[line - 1].strip() == "memory: 6144"  # the line in the manifest, not in the embedded text
+    bad = yaml.safe_dump({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}, "data": {"a": "b"}})
+    with pytest.raises(ConfigError, match=r"no data key 'device-config\.yaml'"):
+        load_device_config_text(bad, "cm.yaml")
+
+
+def test_v210_allowlist_offers_layouts_of_the_allowed_profiles_finest_first() -> None:
+    cfg = load_device_config(os.path.join(DATA, "hami-v2.10.0-device-config.yaml")).config
+    assert cfg.form == "migProfileAllowlist"
+    a100 = cfg.template_layouts(model("A100-SXM4-40GB"))
+    allowed = {"1g.5gb", "2g.10gb", "3g.20gb", "7g.40gb"}
+    assert a100 and all({s.profile for s in t.layout} <= allowed for t in a100)
+    assert [s.profile for s in a100[0].layout] == ["1g.5gb"] * 7
+    assert [s.profile for s in a100[-1].layout] == ["7g.40gb"]
+    # A100-80GB: HAMi's default lists '7g.79gb', which no GPU has, so no whole-GPU instance is offered
+    a80 = {s.profile for t in cfg.template_layouts(model("A100-SXM4-80GB")) for s in t.layout}
+    assert a80 == {"1g.10gb", "2g.20gb", "3g.40gb"}
+
+
+@pytest.mark.parametrize(("nvidia", "message"), [
+    ({"defaultMemory": 1024}, "defaultMemory: 1024 is not supported"),
+    ({"memoryFactor": 2}, "memoryFactor: 2 is not supported"),
+    ({"knownMigGeometries": [], "migProfileAllowlist": []}, "not both"),
+    ({"migProfileAllowlist": [{"models": ["A30"], "profiles": ["big"]}]}, "invalid MIG profile 'big'"),
+    ({"migProfileAllowlist": [{"models": ["A30"]}]}, "must define models and profiles"),
+    ({"resourceCountName": "gpu"}, "resourceCountName must be an extended resource name"),
+    ({"deviceSplitCount": 0}, "deviceSplitCount must be at least 1"),
+])
+def test_settings_dynamig_cannot_honour_are_rejected_naming_the_key(nvidia: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_device_config_text(yaml.safe_dump({"nvidia": nvidia}), "s.yaml")
+
+
+def test_ignored_and_unknown_settings_are_warnings() -> None:
+    loaded = load_device_config_text(yaml.safe_dump({"nvidia": {"gpuCorePolicy": "force", "shinyNewKey": 1}}))
+    msgs = " | ".join(w.message for w in loaded.warnings)
+    assert "gpuCorePolicy: 'force' is read by HAMi only" in msgs
+    assert "unknown key 'shinyNewKey'" in msgs
+    assert "no knownMigGeometries or migProfileAllowlist" in msgs
+    assert loaded.config.groups == ()

@@ -112,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
         loaded = load_device_config(args.device_config)
         for w in loaded.warnings:
             print(f"dynamig deviceplugin: {w}", file=sys.stderr)
-        config = replace(config, device_config=loaded.config)
+        config = replace(config, device_config=loaded.config, resource_name=loaded.config.resources.gpu)
         if loaded.config.split is not None and inv_node is None:  # HAMi's nvidia.deviceSplitCount: the
             config = replace(config, split=loaded.config.split)  # default; nodeconfig overrides it
     if args.node_config:

@@ -19,6 +19,7 @@ from extender import run as serve
 from models.cluster import state_from_inventory
 from models.config import load_device_config, load_inventory
 from models.errors import ConfigError, Conflict
+from models.resources import DEFAULT_RESOURCES
 from models.store import ClusterStore, InMemoryStore, node_objects
 from models.templates import DeviceConfig
 from models.yamlsrc import load_pod_manifests
@@ -102,6 +103,13 @@ def build(args: argparse.Namespace) -> tuple[ClusterStore, ExtenderConfig, list[
         for w in loaded.warnings:
             print(str(w), file=sys.stderr)
         templates = loaded.config
+        names = templates.resources
+        if names.all != DEFAULT_RESOURCES.all:
+            # filter, prioritize and the device plugin read these names; the admission webhook does
+            # not yet (it would leave such pods on the default scheduler): refuse rather than half-work
+            raise ConfigError(f"{args.device_config}: resource names {', '.join(names.all)} differ from HAMi's "
+                              "defaults, which the admission webhook does not support yet; keep nvidia.com/gpu, "
+                              "nvidia.com/gpumem, nvidia.com/gpumem-percentage and nvidia.com/gpucores")
     kw: dict[str, Any] = dict(
         scheduler_name=args.scheduler_name, layouts_any=layouts_any, policy=args.policy,
         time_budget_ms=args.time_budget_ms, max_concurrent_solves=args.max_concurrent_solves,
