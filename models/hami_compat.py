@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -228,7 +228,8 @@ def _hold_mig(g: Gpu, pod: str, u: HamiUnit, templates: DeviceConfig, node: str,
     where = f"{node}/{g.index}"
     if u.profile is not None and u.start is not None:  # v2.10: the exact instance
         want = Slot(u.profile, u.start)
-        if g.instance(want) is not None and g.instance(want).free:  # type: ignore[union-attr]
+        inst = g.instance(want)
+        if inst is not None and inst.free:
             return _take(g, lambda i: i.slot == want, pod, u)
         problems.append(f"HAMi instance {u.profile}@{u.start} on {where} is not a free instance there; "
                         "holding the whole GPU")
@@ -248,7 +249,7 @@ def _hold_mig(g: Gpu, pod: str, u: HamiUnit, templates: DeviceConfig, node: str,
     return _take(g, lambda i: True, pod, u)
 
 
-def _take(g: Gpu, which: Any, pod: str, u: HamiUnit) -> Gpu:
+def _take(g: Gpu, which: Callable[[MigInstance], bool], pod: str, u: HamiUnit) -> Gpu:
     out = []
     k = 0
     for i in g.instances:
