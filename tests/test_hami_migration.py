@@ -154,3 +154,23 @@ def test_validate_config_accepts_hamis_default_as_rendered(name: str) -> None:
     cfg = load_device_config(path).config
     assert cfg.split == 10 and cfg.resources.gpu == "nvidia.com/gpu"
     assert cfg.form == ("migProfileAllowlist" if "2.10" in name else "knownMigGeometries")
+
+
+def test_extender_never_hands_out_what_hami_holds() -> None:
+    """End to end through the extender's filter: HAMi's pod holds the share GPU exclusively."""
+    from test_extender_support import filter_body, memory_store, pod_manifest
+
+    from extender import ExtenderConfig
+    from extender.core import Extender
+    from extender.wire import parse_extender_args
+
+    store = memory_store()
+    ext = Extender(store, ExtenderConfig())
+    share = next(n for n in store.list_nodes() if n["metadata"]["name"] == "share-0")
+    state, _ = state_from_objects([share], [])
+    uuid = state.nodes[0].gpus[0].uuid
+    store.create_pod(hami_pod("hami-train", "share-0", f"{uuid},NVIDIA,81920,100:;"))
+    pod = store.create_pod(pod_manifest("newcomer", mem="1000"))
+    out = ext.filter(parse_extender_args(filter_body(pod, ["share-0"])))
+    assert out.status == "unplaceable"
+    assert "share-0" in out.result["FailedNodes"]
