@@ -10,7 +10,6 @@ import sys
 from dataclasses import replace
 from typing import Any
 
-import pytest
 from conftest import DATA
 from test_planner import mig_node, pod, share_node
 
@@ -142,18 +141,21 @@ def test_node_register_json_and_text_forms_and_nvml_name_from_hami() -> None:
     assert not plan(state, p2, CFG).placements[0].placed
 
 
-@pytest.mark.parametrize("name", ["hami-v2.9.0-device-config.yaml", "hami-v2.9.0-device-configmap.yaml",
-                                  "hami-v2.10.0-device-config.yaml", "hami-v2.10.0-device-configmap.yaml"])
-def test_validate_config_accepts_hamis_default_as_rendered(name: str) -> None:
-    path = os.path.join(DATA, name)
-    r = subprocess.run([sys.executable, "-m", "dynamig", "validate-config", path], capture_output=True, text=True,
+HAMI_RENDERS = ["hami-v2.9.0-device-config.yaml", "hami-v2.9.0-device-configmap.yaml",
+                "hami-v2.10.0-device-config.yaml", "hami-v2.10.0-device-configmap.yaml"]
+
+
+def test_validate_config_accepts_hamis_default_as_rendered() -> None:
+    paths = [os.path.join(DATA, n) for n in HAMI_RENDERS]
+    r = subprocess.run([sys.executable, "-m", "dynamig", "validate-config", *paths], capture_output=True, text=True,
                        timeout=120, check=False)
     assert r.returncode == 0, r.stderr
-    assert "ok (device-config" in r.stdout
+    assert r.stdout.count("ok (device-config") == 4
     assert "Traceback" not in r.stderr
-    cfg = load_device_config(path).config
-    assert cfg.split == 10 and cfg.resources.gpu == "nvidia.com/gpu"
-    assert cfg.form == ("migProfileAllowlist" if "2.10" in name else "knownMigGeometries")
+    for name, path in zip(HAMI_RENDERS, paths, strict=True):
+        cfg = load_device_config(path).config
+        assert cfg.split == 10 and cfg.resources.gpu == "nvidia.com/gpu"
+        assert cfg.form == ("migProfileAllowlist" if "2.10" in name else "knownMigGeometries")
 
 
 def test_extender_never_hands_out_what_hami_holds() -> None:
