@@ -279,7 +279,7 @@ def _app(sh: _Shared, routers: list[APIRouter], title: str) -> FastAPI:
 def _shared(store: ClusterStore, config: ExtenderConfig | None) -> _Shared:
     config = config or ExtenderConfig()
     ext = Extender(store, config)
-    metrics = ExtenderMetrics(ext, legacy=config.legacy_metrics)
+    metrics = ExtenderMetrics(ext, legacy=config.legacy_metrics, hami_version=config.hami_metrics)
     return _Shared(store, config, ext, metrics,
                    ThreadPoolExecutor(max(1, config.max_concurrent_solves), thread_name_prefix="dynamig-solve"),
                    ThreadPoolExecutor(16, thread_name_prefix="dynamig-io"), {})

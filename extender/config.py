@@ -70,6 +70,7 @@ class ExtenderConfig:
     deny_privileged: bool = True
     # ---- metrics
     legacy_metrics: bool = False
+    hami_metrics: str = "v2.9"  # HAMi release whose metric label set is exported: v2.9 | v2.10
     version: str = VERSION
     revision: str = ""
     build_date: str = ""

@@ -279,7 +279,8 @@ class Extender:
             else:
                 live = [p for p in pods if _key(p) not in expired]
                 state, problems = state_from_objects(nodes, live, layouts_any=self.config.layouts_any,
-                                                     keys=self.config.allocation_keys)
+                                                     keys=self.config.allocation_keys,
+                                                     templates=self.config.templates)
                 new = Snapshot(rev, state, holders_of(state), nodes, pods, tuple(problems), fp,
                                expired=expired, next_expiry=nxt)
                 if expired:
@@ -299,7 +300,8 @@ class Extender:
         if pod_key not in snap.allocated:
             return snap.state
         state, _ = state_from_objects(snap.nodes, [p for p in snap.live_pods if _key(p) != pod_key],
-                                      layouts_any=self.config.layouts_any, keys=self.config.allocation_keys)
+                                      layouts_any=self.config.layouts_any, keys=self.config.allocation_keys,
+                                      templates=self.config.templates)
         return state
 
     def _advance(self, plan: Plan, pod_obj: dict[str, Any], rev_before: int) -> None:
@@ -370,7 +372,7 @@ class Extender:
     def filter(self, args: ExtenderArgs) -> FilterOutcome:
         names = args.candidates
         try:
-            req = parse_pod(args.pod)
+            req = parse_pod(args.pod, self.config.templates.resources)
         except RequestError as e:
             msg = f"invalid GPU request: {e}"
             return FilterOutcome(filter_result(args, [], {}, {n: msg for n in names}), "invalid")
@@ -464,7 +466,7 @@ class Extender:
         names = list(dict.fromkeys(args.candidates))
         scores = dict.fromkeys(names, 0)
         try:
-            req = parse_pod(args.pod)
+            req = parse_pod(args.pod, self.config.templates.resources)
         except RequestError:
             return scores
         if not req.wants_gpu or not names:
@@ -564,7 +566,7 @@ class Extender:
         if args.pod_uid and meta.get("uid") and meta.get("uid") != args.pod_uid:
             return f"pod {key} has UID {meta.get('uid')}, not {args.pod_uid} (recreated); schedule it again"
         try:
-            wants_gpu = parse_pod(pod).wants_gpu
+            wants_gpu = parse_pod(pod, self.config.templates.resources).wants_gpu
         except RequestError as e:
             return f"pod {key}: {e}"
         if not wants_gpu:

@@ -271,6 +271,22 @@ def match_nvml_name(nvml_name: str, groups: Iterable[GpuModel] = CATALOG) -> Gpu
     return None
 
 
+def nvml_names(m: GpuModel) -> tuple[str, ...]:
+    """The NVML device names a GPU of this model reports (``NVIDIA `` + each pattern)."""
+    return tuple(p if p.startswith("NVIDIA") else f"NVIDIA {p}" for p in m.nvml_patterns)
+
+
+def device_name(m: GpuModel) -> str:
+    """One NVML device name that the catalog maps back to ``m``: what a simulated GPU reports, and
+    what type matching (HAMi: ``nvidia.com/use-gputype`` against the NVML name) sees when a node did
+    not publish its GPUs' real names."""
+    names = nvml_names(m)
+    for name in names:
+        if match_nvml_name(name) is m:
+            return name
+    return names[0] if names else f"NVIDIA {m.name}"
+
+
 @cache
 def placements(model_name: str, classes: frozenset[str] | None = None) -> tuple[tuple[MigProfile, int], ...]:
     """Every (profile, start) a model allows, optionally limited to some profile classes."""

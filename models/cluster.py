@@ -18,12 +18,14 @@ from .codecs import (
     decode_allocation,
     decode_node,
 )
-from .config import Inventory
+from .config import BUILTIN_DEVICE_CONFIG, Inventory
 from .errors import CodecError, RequestError
+from .hami_compat import NODE_REGISTER, decode_node_register, hami_allocation, hold_hami
 from .layouts import Slot
 from .quantity import QuantityError, cpu_milli, memory_mib
 from .requests import PodRequest, host_request
 from .signing import Keyring, trusted_allocation
+from .templates import DeviceConfig
 from .types import ClusterState, Gpu, HostUsage, MigInstance, Node, NodeMode, ShareUsage, UnitKind, gpu_uuid
 
 TERMINAL_PHASES = ("Succeeded", "Failed")
@@ -74,6 +76,7 @@ def active_allocation(pod: Mapping[str, Any]) -> PodAllocation | None:
 def state_from_objects(
     nodes: Iterable[Mapping[str, Any]], pods: Iterable[Mapping[str, Any]], layouts_any: bool = False,
     keys: Keyring | None = None,
+    templates: DeviceConfig = BUILTIN_DEVICE_CONFIG,
 ) -> tuple[ClusterState, list[StateProblem]]:
     """Rebuild the cluster from node registrations and pod allocations.
 
@@ -81,7 +84,8 @@ def state_from_objects(
     GPU re-partitions it in the snapshot (the reservation wins while the GPU is idle). Conflicts
     (an instance held twice, a GPU missing) are reported and the later claim is ignored. With
     ``keys``, an allocation whose signature does not verify (models.signing) holds nothing and is
-    reported.
+    reported. Then what HAMi handed out (``hami.io/`` annotations, read only; ``templates`` resolve
+    its legacy geometry slots) is held too, so a cluster migrating from HAMi never gives a GPU out twice.
     """
     problems: list[StateProblem] = []
     by_name: dict[str, Node] = {}
@@ -100,9 +104,13 @@ def state_from_objects(
         alloc = (obj.get("status") or {}).get("allocatable") or {}
         cpu = _allocatable(alloc.get("cpu"), cpu_milli)
         mem = _allocatable(alloc.get("memory"), memory_mib)
-        by_name[name] = Node(name, reg.mode, reg.gpus, cpu, mem, labels)
+        names = _device_names(reg.gpus, reg.nvml_names, (meta.get("annotations") or {}).get(NODE_REGISTER),
+                              name, problems)
+        gpus = tuple(replace(g, nvml_name=n) if n else g for g, n in zip(reg.gpus, names, strict=True))
+        by_name[name] = Node(name, reg.mode, gpus, cpu, mem, labels)
     allocs: list[tuple[str, PodAllocation]] = []
     host: dict[str, list[HostUsage]] = {}
+    hami: list[Mapping[str, Any]] = []
     for pod in pods:
         try:
             a = active_allocation(pod)
@@ -112,6 +120,8 @@ def state_from_objects(
         a, forged = trusted_allocation(pod, a, keys)
         if forged:
             problems.append(StateProblem(f"pod {_pod_key(pod)}", forged))
+        elif a is None:
+            hami.append(pod)
         on = a.node if a is not None else _running_on(pod)
         if on is not None:
             usage = host_request_of(pod)
@@ -128,10 +138,44 @@ def state_from_objects(
             continue
         updated = _hold_allocation(node, a, problems)
         by_name[a.node] = updated
+    for pod in sorted(hami, key=_pod_key):
+        _hold_hami_pod(by_name, pod, templates, problems)
     for name, held in host.items():
         if name in by_name:
             by_name[name] = replace(by_name[name], host=tuple(sorted(held, key=lambda h: h.pod)))
     return ClusterState(tuple(by_name[k] for k in sorted(by_name)), layouts_any), problems
+
+
+def _hold_hami_pod(by_name: dict[str, Node], pod: Mapping[str, Any], templates: DeviceConfig,
+                   problems: list[StateProblem]) -> None:
+    try:
+        h = hami_allocation(pod)
+    except CodecError as e:
+        problems.append(StateProblem(f"pod {_pod_key(pod)}", str(e)))
+        return
+    if h is None:
+        return
+    node = by_name.get(h.node)
+    if node is None:
+        problems.append(StateProblem(f"pod {h.pod}", f"HAMi allocation on node {h.node}, which runs no dynamig "
+                                                     "device plugin (not counted)"))
+        return
+    by_name[h.node], msgs = hold_hami(node, h, templates)
+    problems.extend(StateProblem(f"pod {h.pod}", m) for m in msgs)
+
+
+def _device_names(gpus: tuple[Gpu, ...], published: tuple[str, ...], hami_raw: Any, node: str,
+                  problems: list[StateProblem]) -> list[str]:
+    """Each GPU's NVML device name: as dynamig's plugin published it, else as HAMi's did."""
+    names = [published[i] if i < len(published) else "" for i in range(len(gpus))]
+    if hami_raw and not all(names):
+        try:
+            by_uuid = {d.id: d.type for d in decode_node_register(str(hami_raw))}
+        except CodecError as e:
+            problems.append(StateProblem(f"node {node}", str(e)))
+            return names
+        names = [n or by_uuid.get(g.uuid, "") for n, g in zip(names, gpus, strict=True)]
+    return names
 
 
 def _isfloat(s: str) -> bool:

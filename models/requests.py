@@ -15,12 +15,13 @@ from typing import Any
 from .catalog import GpuModel, MigProfile
 from .errors import RequestError
 from .quantity import QuantityError, cpu_milli, memory_mib
+from .resources import DEFAULT_RESOURCES, ResourceNames
 from .types import Gpu, NodeMode
 
-RES_GPU = "nvidia.com/gpu"
-RES_MEM = "nvidia.com/gpumem"
-RES_MEM_PCT = "nvidia.com/gpumem-percentage"
-RES_CORES = "nvidia.com/gpucores"
+RES_GPU = DEFAULT_RESOURCES.gpu
+RES_MEM = DEFAULT_RESOURCES.gpumem
+RES_MEM_PCT = DEFAULT_RESOURCES.gpumem_percentage
+RES_CORES = DEFAULT_RESOURCES.gpucores
 GPU_RESOURCES = (RES_GPU, RES_MEM, RES_MEM_PCT, RES_CORES)
 
 ANN_MODE = "nvidia.com/vgpu-mode"
@@ -30,6 +31,7 @@ ANN_USE_UUID = "nvidia.com/use-gpuuuid"
 ANN_NOUSE_UUID = "nvidia.com/nouse-gpuuuid"
 ANN_NODE_POLICY = "hami.io/node-scheduler-policy"
 ANN_GPU_POLICY = "hami.io/gpu-scheduler-policy"
+ANN_NUMA_BIND = "nvidia.com/numa-bind"
 
 BINPACK = "binpack"
 SPREAD = "spread"
@@ -136,10 +138,11 @@ def share_fit_problem(gpu: Gpu, memory_mib: int, cores: int, extra: tuple[tuple[
     return None
 
 
-def _type_matches(gpu: Gpu, wanted: str) -> bool:
-    w = wanted.strip().lower()
-    m = gpu.gpu_model
-    return bool(w) and (w in m.name.lower() or any(w in p.lower() or p.lower() in w for p in m.nvml_patterns))
+def type_matches(device_name: str, wanted: str) -> bool:
+    """HAMi's ``checkGPUtype``: the annotation entry, upper-cased, is a substring of the upper-cased
+    NVML device name (``A100`` matches ``NVIDIA A100-PCIE-40GB``, ``H200`` never an ``H20``; an
+    empty entry matches every name, as in HAMi)."""
+    return wanted.upper() in device_name.upper()
 
 
 def gpu_allowed(pod: PodRequest, gpu: Gpu) -> str | None:
@@ -148,10 +151,10 @@ def gpu_allowed(pod: PodRequest, gpu: Gpu) -> str | None:
         return "GPU unhealthy"
     if pod.modes and gpu.mode not in pod.modes:
         return f"pod asks vgpu-mode {','.join(sorted(pod.modes))}, GPU is {gpu.mode}"
-    if pod.use_types and not any(_type_matches(gpu, t) for t in pod.use_types):
-        return f"use-gputype {','.join(pod.use_types)} excludes {gpu.model}"
-    if pod.nouse_types and any(_type_matches(gpu, t) for t in pod.nouse_types):
-        return f"nouse-gputype excludes {gpu.model}"
+    if pod.use_types and not any(type_matches(gpu.device_name, t) for t in pod.use_types):
+        return f"use-gputype {','.join(pod.use_types)!r} excludes {gpu.device_name}"
+    if pod.nouse_types and any(type_matches(gpu.device_name, t) for t in pod.nouse_types):
+        return f"nouse-gputype {','.join(pod.nouse_types)!r} excludes {gpu.device_name}"
     if pod.use_uuids and gpu.uuid not in pod.use_uuids:
         return "use-gpuuuid excludes this GPU"
     if gpu.uuid in pod.nouse_uuids:
@@ -183,38 +186,45 @@ def _csv(ann: Mapping[str, str], key: str) -> tuple[str, ...]:
     return tuple(x.strip() for x in str(raw).split(",") if x.strip())
 
 
-def _container(c: Mapping[str, Any], index: int, where: str) -> ContainerRequest | None:
+def _hami_list(ann: Mapping[str, str], key: str) -> tuple[str, ...]:
+    """HAMi's ``strings.Split(value, ",")``: no trimming, and a present but empty annotation is one
+    empty entry (which matches every GPU type)."""
+    return tuple(str(ann[key]).split(",")) if key in ann else ()
+
+
+def _container(c: Mapping[str, Any], index: int, where: str,
+               names: ResourceNames = DEFAULT_RESOURCES) -> ContainerRequest | None:
     name = str(c.get("name", f"#{index}"))
     res = c.get("resources") or {}
     limits = dict(res.get("requests") or {})
     limits.update(res.get("limits") or {})
     here = f"{where} container {name!r}"
-    present = {k: limits[k] for k in GPU_RESOURCES if k in limits and limits[k] is not None}
+    present = {k: limits[k] for k in names.all if k in limits and limits[k] is not None}
     if not present:
         return None
     vals = {k: _qty(v, f"{here} resource {k}") for k, v in present.items()}
     for k, v in vals.items():
         if v < 0:
             raise RequestError(f"{here}: {k} must not be negative, got {v}")
-    count = vals.get(RES_GPU)
-    mem = vals.get(RES_MEM)
-    pct = vals.get(RES_MEM_PCT)
-    cores = vals.get(RES_CORES, 0)
+    count = vals.get(names.gpu)
+    mem = vals.get(names.gpumem)
+    pct = vals.get(names.gpumem_percentage)
+    cores = vals.get(names.gpucores, 0)
     if count == 0:
-        if any(k in vals for k in (RES_MEM, RES_MEM_PCT, RES_CORES)):
-            raise RequestError(f"{here}: {RES_GPU} is 0 but GPU memory/cores are requested")
+        if any(k in vals for k in (names.gpumem, names.gpumem_percentage, names.gpucores)):
+            raise RequestError(f"{here}: {names.gpu} is 0 but GPU memory/cores are requested")
         return None
     if count is None:
         count = 1  # HAMi defaultGPUNum
     if pct is not None and not 0 < pct <= 100:
-        raise RequestError(f"{here}: {RES_MEM_PCT} must be in 1..100, got {pct}")
+        raise RequestError(f"{here}: {names.gpumem_percentage} must be in 1..100, got {pct}")
     if mem is not None and mem == 0:
-        raise RequestError(f"{here}: {RES_MEM} is 0; ask for at least 1 MiB or omit it for a whole GPU")
+        raise RequestError(f"{here}: {names.gpumem} is 0; ask for at least 1 MiB or omit it for a whole GPU")
     if cores > 100:
-        raise RequestError(f"{here}: {RES_CORES} is a percentage of one GPU, got {cores}")
+        raise RequestError(f"{here}: {names.gpucores} is a percentage of one GPU, got {cores}")
     if mem is not None and pct is not None:
-        raise RequestError(f"{here}: set {RES_MEM} or {RES_MEM_PCT}, not both")
-    if RES_CORES not in vals and mem is None and (pct is None or pct == 100):
+        raise RequestError(f"{here}: set {names.gpumem} or {names.gpumem_percentage}, not both")
+    if names.gpucores not in vals and mem is None and (pct is None or pct == 100):
         cores = 100  # HAMi: a count with no memory and no cores is an exclusive whole GPU
     return ContainerRequest(name, index, count, mem, pct, cores)
 
@@ -250,8 +260,9 @@ def host_request(spec: Mapping[str, Any], where: str) -> tuple[int, int]:
     return cpu, mem
 
 
-def parse_pod(pod: Mapping[str, Any]) -> PodRequest:
-    """A PodRequest from a Pod manifest (dict as the API server returns it)."""
+def parse_pod(pod: Mapping[str, Any], names: ResourceNames = DEFAULT_RESOURCES) -> PodRequest:
+    """A PodRequest from a Pod manifest (dict as the API server returns it); ``names``: the
+    resource names (device-config ``nvidia.resource*Name``)."""
     meta = pod.get("metadata") or {}
     ns = str(meta.get("namespace") or "default")
     name = meta.get("name")
@@ -264,24 +275,36 @@ def parse_pod(pod: Mapping[str, Any]) -> PodRequest:
         raise RequestError(f"{where}: spec.containers is empty")
     containers = []
     for i, c in enumerate(all_containers):
-        cr = _container(c, i, where)
+        cr = _container(c, i, where, names)
         if cr is not None:
             containers.append(cr)
     ann = {str(k): str(v) for k, v in (meta.get("annotations") or {}).items()}
     modes: set[NodeMode] = set()
     raw_mode = ann.get(ANN_MODE, "").strip()
+    if ANN_MODE in ann and not raw_mode:
+        # HAMi: strings.Contains("", mode) is false for every GPU, so the pod is never scheduled
+        raise RequestError(f"{where}: annotation {ANN_MODE} is empty, which HAMi matches to no GPU; remove it "
+                           "(any mode) or set 'mig' or 'hami-core'")
     if raw_mode:
         for m in NodeMode:
             if m.value in raw_mode:  # HAMi: substring test, so "mig,hami-core" allows both
                 modes.add(m)
         if not modes:
-            raise RequestError(f"{where}: annotation {ANN_MODE}={raw_mode!r}: expected 'mig' or 'hami-core'")
+            # HAMi's test is case-sensitive ("MIG" matches nothing) and "mps" GPUs do not exist here:
+            # such a pod would wait forever there; here it gets this reason
+            raise RequestError(f"{where}: annotation {ANN_MODE}={raw_mode!r}: expected 'mig' or 'hami-core' "
+                               "(lower case, as HAMi compares it)")
     policies = []
     for key, default in ((ANN_NODE_POLICY, BINPACK), (ANN_GPU_POLICY, SPREAD)):
         v = ann.get(key, default).strip() or default
         if v not in (BINPACK, SPREAD):
             raise RequestError(f"{where}: annotation {key}={v!r}: expected binpack or spread")
         policies.append(v)
+    numa = ann.get(ANN_NUMA_BIND, "").strip().lower() in ("1", "t", "true")  # Go's strconv.ParseBool
+    if numa and any(c.count > 1 for c in containers):
+        raise RequestError(f"{where}: annotation {ANN_NUMA_BIND}=true with more than one GPU per container is "
+                           "not supported: dynamig does not track GPU NUMA nodes (remove the annotation or ask "
+                           "for one GPU per container)")
     prio = spec.get("priority")
     cpu, host_mem = host_request(spec, where)
     return PodRequest(
@@ -290,8 +313,8 @@ def parse_pod(pod: Mapping[str, Any]) -> PodRequest:
         uid=str(meta.get("uid") or ""),
         containers=tuple(containers),
         modes=frozenset(modes),
-        use_types=_csv(ann, ANN_USE_TYPE),
-        nouse_types=_csv(ann, ANN_NOUSE_TYPE),
+        use_types=_hami_list(ann, ANN_USE_TYPE),
+        nouse_types=_hami_list(ann, ANN_NOUSE_TYPE),
         use_uuids=_csv(ann, ANN_USE_UUID),
         nouse_uuids=_csv(ann, ANN_NOUSE_UUID),
         node_policy=policies[0],

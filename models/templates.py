@@ -1,17 +1,27 @@
 """HAMi ``knownMigGeometries`` templates: ordered whole-GPU geometries per model group.
 
-A geometry is a list of ``{name, core, memory, count}`` entries that together form one layout;
-the first group whose model substring matches a GPU's NVML name applies (HAMi's rule), and the
-geometries are tried in order (first-match).
+A geometry is a list of ``{name, core, memory, count}`` entries that together form one layout.
+HAMi's rule for which group applies: the first group (file order) one of whose ``models`` strings
+is a substring of the GPU's NVML device name. Geometries are tried in order (first-match), and
+inside a geometry the entries are tried in order: the first entry that serves a request wins
+(:func:`first_match_order`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from functools import cached_property
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from functools import cache, cached_property
 
-from .catalog import CATALOG, GpuModel, match_nvml_name
+from .catalog import CATALOG, GpuModel, match_nvml_name, model, nvml_names
+from .errors import CatalogError, LayoutError
 from .layouts import Layout, realize
+from .resources import DEFAULT_RESOURCES, ResourceNames
+
+#: Entry positions inside a geometry stay below this (a MIG GPU has at most 7 instances, so a
+#: GPU's units sum at most 7 x 6 positions): ``rank x ENTRY_STRIDE + positions`` keeps the geometry
+#: order first and the entry order second.
+ENTRY_STRIDE = 64
 
 
 @dataclass(frozen=True)
@@ -34,6 +44,14 @@ class Geometry:
             out[e.name] = out.get(e.name, 0) + e.count
         return out
 
+    def entry_positions(self) -> dict[str, int]:
+        """Profile -> index of its first entry (HAMi walks entries in this order)."""
+        out: dict[str, int] = {}
+        for i, e in enumerate(self.entries):
+            if e.count > 0:
+                out.setdefault(e.name, min(i, ENTRY_STRIDE // 8 - 1))
+        return out
+
 
 @dataclass(frozen=True)
 class ModelGeometries:
@@ -43,7 +61,35 @@ class ModelGeometries:
     geometries: tuple[Geometry, ...]
 
     def matches(self, nvml_name: str) -> bool:
+        """HAMi's test (``strings.Contains(device type, model)``): a model string inside the name."""
         return any(m in nvml_name for m in self.models)
+
+    def serves_model(self, gpu_model: GpuModel) -> bool:
+        """Some geometry can be cut on this model (else the group cannot apply to it)."""
+        return any(cuttable(gpu_model, geo) is not None for geo in self.geometries)
+
+
+def cuttable(gpu_model: GpuModel, geo: Geometry) -> Layout | None:
+    """The geometry realised on the model, or None when the model cannot cut it."""
+    return _realise(gpu_model.name, tuple(sorted(geo.counts().items())))
+
+
+@cache
+def _realise(model_name: str, counts: tuple[tuple[str, int], ...]) -> Layout | None:
+    m = model(model_name)
+    if not all(m.has_profile(n) for n, _ in counts) or not any(n for _, n in counts):
+        return None
+    try:
+        return realize(m, dict(counts))
+    except (LayoutError, CatalogError):
+        return None
+
+
+def models_named(strings: Iterable[str]) -> tuple[GpuModel, ...]:
+    """Catalog models with an NVML device name that contains one of ``strings`` (HAMi's direction:
+    ``A100`` names both A100 models, ``H20`` names H20 and H200)."""
+    ss = tuple(strings)
+    return tuple(m for m in CATALOG if any(s in n for s in ss for n in nvml_names(m)))
 
 
 @dataclass(frozen=True)
@@ -56,20 +102,30 @@ class TemplateLayout:
 
 @dataclass(frozen=True)
 class DeviceConfig:
-    """The parsed device-config: every group in file order."""
+    """The parsed device-config: every group in file order, plus HAMi's NVIDIA settings that
+    dynamig honours (resource names, the default ``deviceSplitCount``)."""
 
     groups: tuple[ModelGeometries, ...]
+    resources: ResourceNames = field(default=DEFAULT_RESOURCES)
+    split: int | None = None  # nvidia.deviceSplitCount (None: not set; nodes default to 10)
+    form: str = "knownMigGeometries"  # or "migProfileAllowlist" (HAMi v2.10)
+
+    def group_for_name(self, nvml_name: str, gpu_model: GpuModel | None = None) -> ModelGeometries | None:
+        """HAMi's rule on an NVML device name: the first group one of whose strings it contains.
+        A group none of whose geometries the GPU's model can realise is passed over (HAMi would
+        take it and fail at apply time: its default ``H20`` group names every ``H200``)."""
+        m = gpu_model if gpu_model is not None else match_nvml_name(nvml_name)
+        for g in self.groups:
+            if g.matches(nvml_name) and (m is None or g.serves_model(m)):
+                return g
+        return None
 
     def group_for(self, gpu_model: GpuModel) -> ModelGeometries | None:
-        """The first group (file order, HAMi's rule) one of whose model strings names this model.
-
-        A group string names a model when it equals the catalog name or resolves to the model by
-        the catalog's NVML-name matching (so ``H20`` never captures an ``H200``).
-        """
+        """The group for a catalog model: HAMi's rule on the model's NVML names (the first group,
+        in file order, that one of them matches and that the model can realise)."""
         for g in self.groups:
-            for s in g.models:
-                if s == gpu_model.name or match_nvml_name(s) is gpu_model:
-                    return g
+            if g.serves_model(gpu_model) and any(g.matches(n) for n in nvml_names(gpu_model)):
+                return g
         return None
 
     @cached_property
@@ -84,14 +140,31 @@ class DeviceConfig:
                 continue
             lays = []
             for i, geo in enumerate(g.geometries):
-                if all(m.has_profile(n) for n in geo.counts()):
-                    lays.append(TemplateLayout(i, realize(m, geo.counts())))
+                lay = cuttable(m, geo)
+                if lay is not None:
+                    lays.append(TemplateLayout(i, lay))
             out[m.name] = tuple(lays)
         return out
 
     def template_layouts(self, gpu_model: GpuModel) -> tuple[TemplateLayout, ...]:
         """The model's geometries as concrete layouts, in config (first-match) order."""
         return self._layouts.get(gpu_model.name, ())
+
+    def entry_positions(self, gpu_model: GpuModel, template_index: int | None) -> dict[str, int]:
+        """Profile -> entry index inside geometry ``template_index`` of the model's group ({} for
+        a layout that is no template)."""
+        g = self.group_for(gpu_model)
+        if g is None or template_index is None or not 0 <= template_index < len(g.geometries):
+            return {}
+        return g.geometries[template_index].entry_positions()
+
+
+def first_match_order(rank: int, positions: dict[str, int], held: Iterable[tuple[str, int]]) -> int:
+    """The ``template_order`` cost of cutting a GPU to the layout of rank ``rank`` and giving its
+    units ``held`` ((profile, count) pairs): the geometry's rank first, then the entry positions
+    of the profiles taken. Minimising it reproduces HAMi's choice for one unit: the first geometry
+    with an entry that serves the request, and in it the first such entry."""
+    return rank * ENTRY_STRIDE + sum(positions.get(p, 0) * n for p, n in held)
 
 
 def model_for_nvml_name(nvml_name: str) -> GpuModel | None:

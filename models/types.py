@@ -6,7 +6,7 @@ import hashlib
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
-from .catalog import GpuModel, model
+from .catalog import GpuModel, device_name, model
 from .layouts import Layout, Slot, make_layout
 
 
@@ -62,10 +62,16 @@ class Gpu:
     health: bool = True
     instances: tuple[MigInstance, ...] = ()  # mig mode: the current layout, free and held
     shares: tuple[ShareUsage, ...] = ()  # hami-core mode
+    nvml_name: str = ""  # the NVML device name the node published ("" = not known)
 
     @property
     def gpu_model(self) -> GpuModel:
         return model(self.model)
+
+    @property
+    def device_name(self) -> str:
+        """The NVML device name (HAMi's device ``type``): as published, else the catalog's."""
+        return self.nvml_name or device_name(self.gpu_model)
 
     @property
     def layout(self) -> Layout:

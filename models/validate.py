@@ -4,8 +4,8 @@
 plan may be used. Rules: every unit of a placed pod exactly once, on one node; nodes, GPUs and
 instances exist; an instance is held by one unit at most; layouts are valid for the model, come
 from the templates unless ``layouts: any``, and change only on idle GPUs; hami-core memory, core
-and split limits hold; mode, type and UUID annotations are honoured; host CPU and memory fit
-where a node's allocatable is known.
+and split limits hold (deviceSplitCount on MIG GPUs too); mode, type and UUID annotations are
+honoured; host CPU and memory fit where a node's allocatable is known.
 """
 
 from __future__ import annotations
@@ -113,8 +113,28 @@ def validate(
         for u in pl.units:
             _check_unit(state, plan, req, containers, u, new_layout, held, shares_planned,
                         share_gpus_per_container, bad, incremental)
+    _check_mig_split(state, held, bad)
     _check_host(state, plan, requests, bad)
     return out
+
+
+def _check_mig_split(state: ClusterState, held: Mapping[tuple[str, str, object], str],
+                     bad: Callable[[str, str], None]) -> None:
+    """deviceSplitCount caps the units a MIG GPU serves at once (HAMi: ``CardTimeSlicingExhausted``)."""
+    planned: dict[tuple[str, str], int] = {}
+    for n, g, _ in held:
+        planned[(n, g)] = planned.get((n, g), 0) + 1
+    for (n, g), k in sorted(planned.items()):
+        if not state.has_node(n):
+            continue
+        try:
+            gpu = state.gpu(n, g)
+        except KeyError:
+            continue
+        already = sum(1 for i in gpu.instances if not i.free)
+        if gpu.mode is NodeMode.MIG and already + k > gpu.split:
+            bad("mig-split", f"GPU {n}/{gpu.index}: {already} held + {k} planned MIG units exceed its "
+                             f"deviceSplitCount {gpu.split}")
 
 
 def _check_host(state: ClusterState, plan: Plan, requests: Mapping[str, PodRequest],

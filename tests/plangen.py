@@ -26,7 +26,9 @@ def clusters(draw: Any) -> ClusterState:
         gpus = []
         for j in range(draw(st.integers(1, 3))):
             m = model(draw(st.sampled_from(MIG_MODELS)))
-            g = Gpu(gpu_uuid(name, j), j, m.name, mode, m.memory_mib, split=draw(st.integers(1, 4)))
+            # deviceSplitCount caps MIG units too; 10 (HAMi's default) never binds on a 7-slot GPU
+            split = draw(st.integers(1, 4)) if mode is NodeMode.HAMI_CORE else 10
+            g = Gpu(gpu_uuid(name, j), j, m.name, mode, m.memory_mib, split=split)
             if mode is NodeMode.MIG and draw(st.booleans()):
                 tpls = TEMPLATES.template_layouts(m)
                 g = g.with_layout(draw(st.sampled_from(tpls)).layout)

@@ -90,3 +90,13 @@ def test_default_templates_are_valid_layouts_for_every_group() -> None:
 def test_real_memory_in_defaults() -> None:
     doc = builtin_device_config().groups[1].geometries[0].entries[0]
     assert (doc.name, doc.memory) == ("1g.5gb", 4864)  # real, not HAMi's nominal 5120 (#1054)
+
+
+def test_device_names_map_back_to_their_model() -> None:
+    from models.catalog import device_name, nvml_names
+
+    for m in CATALOG:
+        assert all(n.startswith("NVIDIA") for n in nvml_names(m))
+        assert match_nvml_name(device_name(m)) is m, m.name
+    assert device_name(model("H200")) == "NVIDIA H200 NVL"
+    assert device_name(model("H20")) == "NVIDIA H20"

@@ -24,10 +24,10 @@ LEGACY = ["GPUDeviceMemoryLimit", "GPUDeviceCoreLimit", "GPUDeviceMemoryAllocate
           "vGPUMemoryAllocated", "vGPUCoreAllocated"]
 
 
-def busy_cluster(legacy: bool) -> tuple[InMemoryStore, Extender, ExtenderMetrics]:
+def busy_cluster(legacy: bool, version: str = "v2.9") -> tuple[InMemoryStore, Extender, ExtenderMetrics]:
     store = memory_store()
     ext = Extender(store, ExtenderConfig(legacy_metrics=legacy))
-    m = ExtenderMetrics(ext, legacy=legacy)
+    m = ExtenderMetrics(ext, legacy=legacy, hami_version=version)
     for name, nodes, kw in (("mig", ["mig-0"], {"mem": "8000"}), ("share", ["share-0"], {"mem": "4000", "cores": "30"}),
                             ("huge", ["mig-0"], {"mem": "99999"})):
         pod = store.create_pod(pod_manifest(name, **kw))
@@ -49,7 +49,9 @@ def test_hami_names_labels_and_values() -> None:
     got = samples(m.render().decode())
     for name in HAMI:
         assert name in got, name
-        assert all(lb.get("zone") == "vGPU" for lb, _ in got[name]), name
+        # HAMi wraps its collector with zone="vGPU"; its build info is registered outside the wrapper
+        assert all(("zone" in lb) is (name != "hami_build_info") for lb, _ in got[name]), name
+        assert all(lb.get("zone", "vGPU") == "vGPU" for lb, _ in got[name]), name
     assert not any(n in got for n in LEGACY)
     limit = {lb["node"]: v for lb, v in got["hami_gpu_memory_limit_bytes"] if lb["device_index"] == "0"}
     assert limit["mig-0"] == 40960 * 2**20 and limit["share-0"] == 81920 * 2**20
@@ -67,6 +69,58 @@ def test_hami_names_labels_and_values() -> None:
     core = {lb["node"]: v for lb, v in got["hami_gpu_core_allocated_ratio"] if lb["device_index"] == "0"}
     assert core["share-0"] == 30
     assert got["hami_build_info"][0][1] == 1
+
+
+#: HAMi's label sets per release (cmd/scheduler/metrics.go at v2.9.0 and v2.10.0), zone added by its
+#: WrapRegistererWith.
+LABELS_V29 = {
+    "hami_gpu_memory_limit_bytes": ["node", "device_uuid", "device_index", "device_type"],
+    "hami_gpu_core_limit_ratio": ["node", "device_uuid", "device_index", "device_type"],
+    "hami_gpu_memory_allocated_bytes": ["node", "device_uuid", "device_index", "device_cores", "device_type"],
+    "hami_gpu_shared_count": ["node", "device_uuid", "device_index", "device_type"],
+    "hami_gpu_core_allocated_ratio": ["node", "device_uuid", "device_index", "device_type"],
+    "hami_node_gpu_overview": ["node", "device_uuid", "device_index", "device_cores", "shared_containers",
+                               "device_memory_limit", "device_type"],
+    "hami_node_gpu_memory_allocated_ratio": ["node", "device_uuid", "device_index"],
+    "hami_node_gpu_mig_instance_info": ["node", "device_uuid", "device_index", "mig_name"],
+    "hami_vgpu_memory_allocated_bytes": ["namespace", "node", "pod", "container_index", "device_uuid"],
+    "hami_vgpu_core_allocated_ratio": ["namespace", "node", "pod", "container_index", "device_uuid"],
+    "hami_build_info": ["version", "revision", "build_date", "go_version", "compiler", "platform"],
+}
+LABELS_V210 = {
+    **LABELS_V29,
+    "hami_node_gpu_overview": ["node", "device_uuid", "device_index", "device_cores", "device_memory_limit",
+                               "device_type"],
+    "hami_node_gpu_memory_allocated_ratio": ["node", "device_uuid", "device_index", "device_type"],
+    "hami_node_gpu_mig_instance_info": ["node", "device_uuid", "device_index", "mig_uuid", "profile",
+                                        "gpu_instance_id", "compute_instance_id", "placement_start",
+                                        "placement_size"],
+}
+
+
+@pytest.mark.parametrize(("version", "want"), [("v2.9", LABELS_V29), ("v2.10", LABELS_V210)])
+def test_label_sets_are_hamis_per_release(version: str, want: dict[str, list[str]]) -> None:
+    _, _, m = busy_cluster(legacy=False, version=version)
+    got = samples(m.render().decode())
+    for name, labels in want.items():
+        zone = [] if name == "hami_build_info" else ["zone"]
+        assert {frozenset(lb) for lb, _ in got[name]} == {frozenset(labels + zone)}, name
+    types = {lb["device_type"] for lb, _ in got["hami_gpu_memory_limit_bytes"]}
+    assert types == {"NVIDIA A100-SXM4-40GB", "NVIDIA A100-SXM4-80GB"}  # the NVML name, as HAMi
+    if version == "v2.9":
+        over = {lb["node"]: lb["shared_containers"] for lb, _ in got["hami_node_gpu_overview"]
+                if lb["device_index"] == "0"}
+        assert over["mig-0"] == "1" and over["share-0"] == "1"
+    else:
+        mig = got["hami_node_gpu_mig_instance_info"]  # one series per held instance, value 1
+        assert len(mig) == 1 and mig[0][1] == 1 and mig[0][0]["profile"] == "2g.10gb"
+    vdev = [lb["device_uuid"] for lb, _ in got["hami_vgpu_memory_allocated_bytes"] if lb["pod"] == "mig"]
+    assert len(vdev) == 1 and vdev[0].endswith("]") and "[" in vdev[0]  # HAMi's GPU-…[template-slot]
+
+
+def test_unknown_hami_version_is_refused_at_start() -> None:
+    with pytest.raises(ValueError, match=r"v2\.9, v2\.10"):
+        busy_cluster(legacy=False, version="v3")
 
 
 def test_dynamig_metrics() -> None:

@@ -120,15 +120,17 @@ def run(args: argparse.Namespace) -> int:
                          refresh_s=args.refresh, config_dir=args.mig_parted_config_dir, allocation_keys=keys)
     if inv_node is not None:
         config = replace(config, mode=inv_node.mode, split=inv_node.split)
-    if args.node_config:
-        entry = next((e for e in load_node_config(args.node_config) if e.name == args.node), None)
-        if entry is not None:
-            config = config.with_node_config(entry)
     if args.device_config:
         loaded = load_device_config(args.device_config)
         for w in loaded.warnings:
             print(f"dynamig deviceplugin: {w}", file=sys.stderr)
-        config = replace(config, device_config=loaded.config)
+        config = replace(config, device_config=loaded.config, resource_name=loaded.config.resources.gpu)
+        if loaded.config.split is not None and inv_node is None:  # HAMi's nvidia.deviceSplitCount: the
+            config = replace(config, split=loaded.config.split)  # default; nodeconfig overrides it
+    if args.node_config:
+        entry = next((e for e in load_node_config(args.node_config) if e.name == args.node), None)
+        if entry is not None:
+            config = config.with_node_config(entry)
     if args.mode:
         config = replace(config, mode=NodeMode(args.mode))
     if args.split is not None:

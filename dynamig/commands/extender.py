@@ -28,6 +28,7 @@ from extender import run as serve
 from models.cluster import state_from_inventory
 from models.config import load_device_config, load_inventory
 from models.errors import ConfigError, Conflict
+from models.resources import DEFAULT_RESOURCES
 from models.signing import Keyring, load_keyring
 from models.store import ClusterStore, InMemoryStore, node_objects
 from models.templates import DeviceConfig
@@ -64,6 +65,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                    help="serve the webhook listener over HTTPS with this certificate (needs --tls-key-file)")
     p.add_argument("--tls-key-file", metavar="F", help="private key for --tls-cert-file")
     p.add_argument("--legacy-metrics", action="store_true", help="also export HAMi's legacy camelCase metrics")
+    p.add_argument("--hami-metrics", choices=("v2.9", "v2.10"), default="v2.9",
+                   help="HAMi release whose metric label set to export (default v2.9)")
     p.add_argument("--scheduler-name", default="dynamig-scheduler",
                    help="schedulerName the webhook sets on GPU pods (default dynamig-scheduler)")
     p.add_argument("--leader-elect", action="store_true", help="run leader election on a Lease (--store kube)")
@@ -147,12 +150,19 @@ def build(args: argparse.Namespace) -> tuple[ClusterStore, ExtenderConfig, list[
         for w in loaded.warnings:
             print(str(w), file=sys.stderr)
         templates = loaded.config
+        names = templates.resources
+        if names.all != DEFAULT_RESOURCES.all:
+            # filter, prioritize and the device plugin read these names; the admission webhook does
+            # not yet (it would leave such pods on the default scheduler): refuse rather than half-work
+            raise ConfigError(f"{args.device_config}: resource names {', '.join(names.all)} differ from HAMi's "
+                              "defaults, which the admission webhook does not support yet; keep nvidia.com/gpu, "
+                              "nvidia.com/gpumem, nvidia.com/gpumem-percentage and nvidia.com/gpucores")
     kw: dict[str, Any] = dict(
         scheduler_name=args.scheduler_name, layouts_any=layouts_any, policy=args.policy,
         time_budget_ms=args.time_budget_ms, max_concurrent_solves=args.max_concurrent_solves,
         legacy_metrics=args.legacy_metrics, reservation_ttl_s=args.reservation_ttl,
         allocation_keys=keys, trusted_users=tuple(args.trusted_user),
-        node_agent_users=tuple(args.node_agent_user),
+        node_agent_users=tuple(args.node_agent_user), hami_metrics=args.hami_metrics,
     )
     if templates is not None:
         kw["templates"] = templates

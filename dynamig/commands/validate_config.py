@@ -13,7 +13,8 @@ from models.yamlsrc import load_file
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
     p = sub.add_parser(
-        "validate-config", help="check device-config (knownMigGeometries), nodeconfig or inventory files"
+        "validate-config", help="check device-config (HAMi's file or ConfigMap, v2.9 knownMigGeometries or "
+                                "v2.10 migProfileAllowlist), nodeconfig or inventory files"
     )
     p.add_argument("files", nargs="+", metavar="FILE")
     return p
@@ -26,8 +27,11 @@ def check(path: str) -> str:
         loaded = parse_device_config(loc)
         for w in loaded.warnings:
             print(str(w), file=sys.stderr)
-        n = sum(len(g.geometries) for g in loaded.config.groups)
-        return f"{path}: ok (device-config: {len(loaded.config.groups)} model groups, {n} geometries)"
+        cfg = loaded.config
+        n = sum(len(g.geometries) for g in cfg.groups)
+        warned = f", {len(loaded.warnings)} warnings" if loaded.warnings else ""
+        return (f"{path}: ok (device-config: {len(cfg.groups)} model groups, {n} geometries; {cfg.form}, "
+                f"resources {cfg.resources.gpu} {cfg.resources.gpumem}{warned})")
     if kind == "nodeconfig":
         entries = parse_node_config(loc)
         return f"{path}: ok (nodeconfig: {len(entries)} nodes)"

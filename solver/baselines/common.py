@@ -129,7 +129,8 @@ def fit_containers(ctx: Context, pod: PodRequest, node: str, gpus: list[WGpu], p
             units.extend(got)
             continue
         for u in range(c.count):
-            unit = pick_mig(ctx, pod, c, u, node, gpus)
+            open_gpus = [w for w in gpus if len(w.held) < w.gpu.split]  # deviceSplitCount (HAMi)
+            unit = pick_mig(ctx, pod, c, u, node, open_gpus)
             if unit is None:
                 return None
             units.append(unit)

@@ -14,7 +14,7 @@ from models.types import ClusterState, Gpu
 
 from .context import COMPONENTS, NODE_POLICY_MULT, ClassInfo, Context
 from .costs import PERMILLE, share_frag
-from .patterns import KEEP, gpu_unit_cost
+from .patterns import KEEP, gpu_unit_cost, mig_split_left
 from .shapes import Shape, mig_demand, serving, share_demand
 from .views import build_view, node_view
 
@@ -144,9 +144,10 @@ class BatchModel:
         count = len(g.gpus)
         cap: dict[str, list[tuple[Any, int]]] = defaultdict(list)
         ws = []
-        for opt, layout, held0, rank in options:
+        split_left = mig_split_left(info)  # deviceSplitCount caps units per GPU (HAMi)
+        for opt, layout, held0, _rank in options:
             free = {p: n - held0.get(p, 0) for p, n in layout.items() if p in useful and n - held0.get(p, 0) > 0}
-            for h in vectors(sorted(free), free, max_units):
+            for h in vectors(sorted(free), free, min(max_units, split_left)):
                 if opt == KEEP and not h:
                     continue  # an untouched GPU: the slack of sum(w) <= count
                 after = dict(held0)
@@ -160,7 +161,7 @@ class BatchModel:
                     cap[p].append((v, n))
                 if opt != KEEP:
                     self.terms["reconfigurations"].append((v, 1))
-                    self.terms["template_order"].append((v, rank))
+                    self.terms["template_order"].append((v, mi.options[opt].order(h)))
                 self.terms["fragmentation"].append((v, fa - info.frag))
         if ws:
             m.add(sum(ws) <= count)

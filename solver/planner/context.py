@@ -12,6 +12,7 @@ from typing import Any
 from models.catalog import GpuModel, model
 from models.errors import CatalogError
 from models.layouts import Layout, enumerate_layouts
+from models.templates import first_match_order
 from models.types import Gpu, NodeMode
 
 from .config import OBJECTIVES, PlannerConfig
@@ -42,6 +43,11 @@ class LayoutOption:
     layout: Layout
     template_index: int | None
     counts: Counts
+    positions: tuple[tuple[str, int], ...] = ()  # profile -> entry index in its geometry (first match)
+
+    def order(self, held: Iterable[tuple[str, int]]) -> int:
+        """The template_order cost of cutting this layout for units of ``held`` profiles."""
+        return first_match_order(self.rank, dict(self.positions), held)
 
 
 @dataclass
@@ -77,10 +83,10 @@ def gpu_class_key(g: Gpu) -> tuple[Any, ...]:
     if g.mode is NodeMode.MIG:
         lay = counts_of(i.slot.profile for i in g.instances)
         held = counts_of(i.slot.profile for i in g.instances if i.holder is not None)
-        return ("mig", g.model, lay, held, g.health)
+        return ("mig", g.model, lay, held, g.health, g.split, g.nvml_name)
     excl = any(s.cores >= 100 for s in g.shares)
     return ("share", g.model, g.memory_mib, g.split, len(g.shares), g.used_memory_mib, g.used_cores, excl,
-            g.health)
+            g.health, g.nvml_name)
 
 
 class Context:
@@ -138,7 +144,8 @@ class Context:
             if t.layout in seen:
                 continue
             seen.add(t.layout)
-            opts.append(LayoutOption(t.index, t.layout, t.index, counts_of(s.profile for s in t.layout)))
+            pos = tuple(sorted(self.config.templates.entry_positions(m, t.index).items()))
+            opts.append(LayoutOption(t.index, t.layout, t.index, counts_of(s.profile for s in t.layout), pos))
         if self.layouts_any:
             # after the templates, smallest largest-instance first, then more instances: first match
             # then picks the finest layout that serves, as the default tables do (small to large)

@@ -33,7 +33,8 @@ def components(ctx: Context, state: ClusterState, plan: Plan, requests: Mapping[
         g = state.gpu(ch.node, ch.gpu)
         mi = ctx.model_info(g.model)
         if mi is not None and not ch.incremental:
-            template += next((o.rank for o in mi.options if o.layout == ch.layout), 0)
+            held = [(u.slot.profile, 1) for u in plan.units() if u.gpu == ch.gpu and u.slot is not None]
+            template += next((o.order(held) for o in mi.options if o.layout == ch.layout), 0)
     touched = {(c.node, c.gpu) for c in plan.layout_changes} | {(u.node, u.gpu) for u in plan.units()}
     frag = 0
     for node, uuid in sorted(touched):

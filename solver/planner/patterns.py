@@ -126,6 +126,12 @@ def _best(found: dict[int, Pattern], p: Pattern) -> None:
         found[p.a_idx] = p
 
 
+def mig_split_left(info: ClassInfo) -> int:
+    """How many more units a MIG GPU of this class may take: HAMi's ``Count > Used`` check
+    (``CardTimeSlicingExhausted``), Count being the GPU's deviceSplitCount."""
+    return max(0, info.gpu.split - sum(info.held.values()))
+
+
 def _mig_patterns(ctx: Context, info: ClassInfo, containers: tuple[ContainerRequest, ...], n: tuple[int, ...],
                   gpu_policy: str, rdx: Radix) -> list[Pattern]:
     mi = info.model_info
@@ -145,10 +151,11 @@ def _mig_patterns(ctx: Context, info: ClassInfo, containers: tuple[ContainerRequ
     serve = [serving(m, c) for c in containers]
     found: dict[int, Pattern] = {}
     frag_cache: dict[tuple[int, tuple[tuple[str, int], ...]], int] = {}
-    for opt, layout, held0, free, rank in options:
+    split_left = mig_split_left(info)
+    for opt, layout, held0, free, _rank in options:
         profiles = sorted(p for p in free if any(p in s for s in serve))
         for a, held in _assign(profiles, free, serve, n):
-            if not any(a):
+            if not any(a) or sum(a) > split_left:  # deviceSplitCount caps units per GPU (HAMi)
                 continue
             after = dict(held0)
             for _, p, c in held:
@@ -160,7 +167,8 @@ def _mig_patterns(ctx: Context, info: ClassInfo, containers: tuple[ContainerRequ
                 frag_cache[fkey] = fa
             units = sum(a)
             waste = sum(c * (mem[p] - reqs[k]) for k, p, c in held)
-            comps = (0 if opt == KEEP else 1, 0 if opt == KEEP else rank, fa - info.frag, units * unit_cost, waste)
+            order = 0 if opt == KEEP else mi.options[opt].order((p, c) for _, p, c in held)
+            comps = (0 if opt == KEEP else 1, order, fa - info.frag, units * unit_cost, waste)
             _best(found, Pattern(a, rdx.index(a), opt, held, comps, ctx.encode(comps)))
     return sorted(found.values(), key=lambda p: p.a_idx)
 

@@ -116,6 +116,9 @@ def _capacity_of(ctx: Context, g: Gpu, info: ClassInfo, c: ContainerRequest) -> 
     m = mi.gpu_model
     req, _ = mig_demand(c, m)
     ok = serving(m, c)
+    held = sum(1 for i in g.instances if not i.free)
+    if held >= g.split:
+        return 0, f"all {g.split} units of the GPU in use (deviceSplitCount)"
     free = [i for i in g.instances if i.free]
     fits = [i for i in free if i.slot.profile in ok]
     if not g.busy:

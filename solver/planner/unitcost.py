@@ -8,7 +8,7 @@ from models.types import Gpu
 
 from .context import ClassInfo, Context
 from .costs import share_frag
-from .patterns import KEEP, Pattern, gpu_unit_cost
+from .patterns import KEEP, Pattern, gpu_unit_cost, mig_split_left
 from .shapes import mig_demand, serving, share_demand
 
 
@@ -51,6 +51,8 @@ def _mig(ctx: Context, info: ClassInfo, c: ContainerRequest, gpu_policy: str) ->
     unit = gpu_unit_cost(info, gpu_policy)
     best: Pattern | None = None
     cap = 0
+    if mig_split_left(info) < 1:
+        return None
     if info.free:
         cap = sum(n for p, n in info.free.items() if p in ok)
         for p in sorted(info.free):
@@ -74,7 +76,7 @@ def _mig(ctx: Context, info: ClassInfo, c: ContainerRequest, gpu_policy: str) ->
                 if p not in ok:
                     continue
                 fa = ctx.mig_frag_after(mi, lay, {p: 1})
-                comps = (1, o.rank, fa - info.frag, unit, m.profile(p).memory_mib - req)
+                comps = (1, o.order(((p, 1),)), fa - info.frag, unit, m.profile(p).memory_mib - req)
                 pat = Pattern((1,), 1, i, ((0, p, 1),), comps, ctx.encode(comps))
                 if best is None or pat.cost < best.cost:
                     best = pat

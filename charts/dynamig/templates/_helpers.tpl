@@ -87,3 +87,43 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- $ns := .Release.Namespace }}
 {{- list $svc (printf "%s.%s" $svc $ns) (printf "%s.%s.svc" $svc $ns) (printf "%s.%s.svc.cluster.local" $svc $ns) | toJson }}
 {{- end }}
+
+{{/*
+HAMi's chart value names, so that a HAMi values file keeps working (docs/migrating-from-hami.md).
+resourceName, resourceMem, resourceMemPercentage, resourceCores and resourcePriority are aliases of
+resourceNames.*: when set they win. The resolved names as JSON: include ... | fromJson.
+*/}}
+{{- define "dynamig.resourceNames" -}}
+{{- $r := .Values.resourceNames -}}
+{{- $out := dict "priority" (.Values.resourcePriority | default "nvidia.com/priority") -}}
+{{- range $hami, $key := dict "resourceName" "gpu" "resourceMem" "gpumem" "resourceMemPercentage" "gpumemPercentage" "resourceCores" "gpucores" -}}
+{{- $_ := set $out $key ((index $.Values $hami) | default (index $r $key)) -}}
+{{- end -}}
+{{- toJson $out -}}
+{{- end }}
+
+{{/*
+HAMi values dynamig has no equivalent for under that name: fail with the key to use instead (the
+schema lets them through so that this message, not a bare schema error, is what the user reads).
+*/}}
+{{- define "dynamig.hamiValues" -}}
+{{- $dp := .Values.devicePlugin -}}
+{{- if hasKey $dp "nvidianodeSelector" -}}
+{{- fail "devicePlugin.nvidianodeSelector is HAMi's name: set devicePlugin.nodeSelector instead" -}}
+{{- end -}}
+{{- if and (hasKey $dp "deviceMemoryScaling") (ne (toString $dp.deviceMemoryScaling) "1") -}}
+{{- fail "devicePlugin.deviceMemoryScaling: dynamig scales memory per node: set nodeConfig[].devicememoryscaling (HAMi's nodeconfig key) instead" -}}
+{{- end -}}
+{{- if and (hasKey $dp "deviceCoreScaling") (ne (toString $dp.deviceCoreScaling) "1") -}}
+{{- fail "devicePlugin.deviceCoreScaling is not supported by dynamig (a GPU's cores are 100%); remove it or set 1" -}}
+{{- end -}}
+{{- $ks := .Values.scheduler.kubeScheduler -}}
+{{- if hasKey $ks "imageTag" -}}
+{{- fail "scheduler.kubeScheduler.imageTag is HAMi's name: set scheduler.kubeScheduler.image.tag instead" -}}
+{{- end -}}
+{{- with .Values.scheduler.defaultSchedulerPolicy -}}
+{{- if or (ne (.nodeSchedulerPolicy | default "binpack") "binpack") (ne (.gpuSchedulerPolicy | default "spread") "spread") -}}
+{{- fail "scheduler.defaultSchedulerPolicy: dynamig's defaults are HAMi's (node binpack, GPU spread) and fixed; choose per pod with the annotations hami.io/node-scheduler-policy and hami.io/gpu-scheduler-policy" -}}
+{{- end -}}
+{{- end -}}
+{{- end }}
