@@ -59,7 +59,10 @@ def create_app(store: ClusterStore, config: ExtenderConfig | None = None) -> Fas
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        history = monitor.history_for(ext)  # the monitor page's last hour, sampled while serving
+        history.start()
         yield
+        history.stop()
         solve_pool.shutdown(wait=False, cancel_futures=True)
         io_pool.shutdown(wait=False, cancel_futures=True)
 
