@@ -43,18 +43,24 @@ def version() -> str:
 
 _ROLE = re.compile(r":[a-z]+:`~?([^`]+)`")  # :class:`x` / :meth:`~a.b`
 _LITERAL = re.compile(r"``([^`]+)``")
+_INVENTORY_REF = re.compile(r"DESIGN §8\b")  # the inventory format: documented in the repository
 _SECTION_REF = re.compile(r"\s*\(?DESIGN §[0-9.]+\)?")
 
 
-def clean_doc(text: str | None) -> str | None:
-    """A module docstring as plain help text: reStructuredText roles and literals unwrapped,
-    references to the design file (not in the repository) dropped, bullets as ``-``."""
-    if not text:
-        return text
+def clean_text(text: str) -> str:
+    """Help text without reStructuredText roles and literals, and without references to the design
+    file (not in the repository; the inventory's section is docs/formats.md)."""
     out = _ROLE.sub(r"\1", text)
     out = _LITERAL.sub(r"\1", out)
-    out = _SECTION_REF.sub("", out)
-    out = re.sub(r"^\* ", "- ", out, flags=re.M)
+    out = _INVENTORY_REF.sub("docs/formats.md", out)
+    return _SECTION_REF.sub("", out)
+
+
+def clean_doc(text: str | None) -> str | None:
+    """A module docstring as plain help text (:func:`clean_text`), bullets as ``-``."""
+    if not text:
+        return text
+    out = re.sub(r"^\* ", "- ", clean_text(text), flags=re.M)
     return out.strip() + "\n"
 
 
@@ -84,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
         if p.description:
             p.description = clean_doc(p.description)
             p.formatter_class = argparse.RawDescriptionHelpFormatter
+        for action in p._actions:
+            if isinstance(action.help, str):
+                action.help = clean_text(action.help)
         _add_logging_options(p, top=False)
         p.set_defaults(_run=module.run)
     return parser
