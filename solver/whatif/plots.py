@@ -159,7 +159,7 @@ def plot_capacity(results: Sequence[Any], target_pct: float, title: str = "", pa
                 ax.plot([r.nodes * g], [y], marker=st["marker"], ms=11, mfc="none", mew=2, color=st["color"],
                         ls="none")
         ax.axhline(target_pct, color="grey", ls="--", lw=1)
-        ax.text(0.99, target_pct, f" target {target_pct:g} %", transform=ax.get_yaxis_transform(), ha="right",
+        ax.text(0.01, target_pct, f"target {target_pct:g} %", transform=ax.get_yaxis_transform(), ha="left",
                 va="bottom", fontsize=8, color="grey")
         ax.set_title(kind.label, fontsize=10)
         ax.set_xlabel("GPUs (nodes × GPUs per node)")
@@ -196,7 +196,8 @@ def plot_gpus_needed(results: Sequence[Any], demand_gpus: float, target_pct: flo
 
     ax.legend(handles=[Patch(color="tab:blue", label="MIG"), Patch(color="tab:orange", label="HAMi-core"),
                        Line2D([], [], color="grey", ls="--", label=f"GPUs requested ({demand_gpus:.0f})")],
-              fontsize=8, loc="lower right")
+              fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.12 - 0.6 / max(1, len(found))), ncol=3,
+              frameon=False)
     ax.set_xlabel(f"GPUs for ≤ {target_pct:g} % unplaced pods")
     ax.set_xlim(0, max(gpus, default=1) * 1.18)
     if title:
