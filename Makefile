@@ -17,8 +17,8 @@ $(VENV)/bin/python:
 
 # Runtime only: what `pip install dynamig` gets. A dev install (below) satisfies it too.
 $(RUN_STAMP): pyproject.toml | $(VENV)/bin/python
-	$(call say,installing dynamig and its runtime dependencies into $(VENV) (pip install -e .; about 30 s with a warm pip cache))
-	@$(PIP) install -q -e .
+	$(call say,installing dynamig and its runtime dependencies into $(VENV) (pip install -e .; first time only))
+	@$(PIP) install -q --no-compile -e .
 	@touch $(RUN_STAMP)
 
 $(STAMP): pyproject.toml | $(VENV)/bin/python

@@ -217,9 +217,6 @@ def run(args: argparse.Namespace) -> int:
     if args.tune <= 0:
         return _fail(f"--tune must be > 0, got {args.tune}", 2)
 
-    print(f"dynamig simulate: --tune {args.tune:g}: each seed shuffles the pods of {args.pods} and resamples "
-          f"them until their GPU demand is {args.tune:g}× the cluster's GPU capacity (FGD protocol)",
-          file=sys.stderr)
     from tqdm import tqdm
 
     bar = tqdm(total=len(args.seeds), desc=f"simulate {policy}", unit="run", file=sys.stderr, disable=None)
@@ -246,6 +243,9 @@ def run(args: argparse.Namespace) -> int:
         return _fail(f"{args.pods}: {exc}")
     finally:
         bar.close()
+    print(f"dynamig simulate: --tune {args.tune:g}: each seed shuffled the pods of {args.pods} and resampled "
+          f"them until their GPU demand was {args.tune:g}× the cluster's GPU capacity (FGD protocol)",
+          file=sys.stderr)
     if args.plot:
         from solver.whatif.plots import plot_unallocated
 

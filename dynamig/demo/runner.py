@@ -28,7 +28,7 @@ from models.store import InMemoryStore
 from models.types import NodeMode
 
 from .extender_client import ExtenderClient, ExtenderError
-from .invariants import InvariantChecker
+from .invariants import InvariantChecker, StoreMirror
 from .kubelet import AllocationFailed, KubeletSim
 from .workload import PodSpec, generate
 
@@ -103,6 +103,7 @@ class Demo:
         self.own_workdir = workdir is None
         self.workdir = workdir or tempfile.mkdtemp(prefix="dynamig-demo-")
         self.store = InMemoryStore()
+        self.mirror = StoreMirror(self.store)  # before any object: the checker's cheap view of the store
         self.backends: dict[str, SimBackend] = {}
         self.kubelets: dict[str, KubeletSim] = {}
         self.agents: dict[str, NodeAgent] = {}
@@ -221,7 +222,8 @@ class Demo:
         t0 = time.perf_counter()
         sim0 = specs[0].arrival if specs else 0.0
         result = DemoResult(pods=len(specs))
-        checker = InvariantChecker(self.store, self.backends, self.server.metrics_url if self.server else None)
+        checker = InvariantChecker(self.store, self.backends, self.server.metrics_url if self.server else None,
+                                   mirror=self.mirror)
         events: list[tuple[float, int, str, Any]] = []
         seq = itertools.count()
         for s in specs:
