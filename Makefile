@@ -1,21 +1,39 @@
 # dynamig — every target creates/updates .venv by itself.
+#   make run   the demo: a venv with the runtime dependencies only (pip install -e .)
+#   make test  lint, types, import contracts, stubs, tests: adds the dev extras to the same venv
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+RUN_STAMP := $(VENV)/.installed-run
+PIP := $(BIN)/python -m pip --disable-pip-version-check
+say = @echo "make: $(1)" >&2
 
-.PHONY: run test lint typecheck contracts unit venv proto proto-check clean
+.PHONY: run test lint typecheck contracts unit venv venv-run proto proto-check clean
 
-$(STAMP): pyproject.toml
-	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
-	@touch $(STAMP)
+$(VENV)/bin/python:
+	$(call say,creating $(VENV) ($(PY) -m venv))
+	@$(PY) -m venv $(VENV)
+
+# Runtime only: what `pip install dynamig` gets. A dev install (below) satisfies it too.
+$(RUN_STAMP): pyproject.toml | $(VENV)/bin/python
+	$(call say,installing dynamig and its runtime dependencies into $(VENV) (pip install -e .; first time only))
+	@$(PIP) install -q --no-compile -e .
+	@touch $(RUN_STAMP)
+
+$(STAMP): pyproject.toml | $(VENV)/bin/python
+	$(call say,installing dynamig with the dev extras into $(VENV) (pip install -e '.[dev]': tests, lint, notebooks))
+	@$(PIP) install -q --upgrade pip
+	@$(PIP) install -q -e '.[dev]'
+	@touch $(RUN_STAMP) $(STAMP)
 
 venv: $(STAMP)
 
-run: $(STAMP)
-	$(BIN)/dynamig demo
+venv-run: $(RUN_STAMP)
+
+run: $(RUN_STAMP)
+	$(call say,running the demo: $(BIN)/dynamig demo)
+	@$(BIN)/dynamig demo
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

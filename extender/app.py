@@ -254,7 +254,10 @@ def _health() -> APIRouter:
 def _app(sh: _Shared, routers: list[APIRouter], title: str) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        history = monitor.history_for(sh.ext)  # the monitor page's last hour, sampled while serving
+        history.start()
         yield
+        history.stop()
         sh.solve_pool.shutdown(wait=False, cancel_futures=True)
         sh.io_pool.shutdown(wait=False, cancel_futures=True)
 

@@ -10,7 +10,6 @@ from the current cluster state (a collector), so they never drift from the annot
 from __future__ import annotations
 
 import platform
-import socket
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -319,27 +318,10 @@ class ExtenderMetrics:
 
 def start_metrics_server(metrics: ExtenderMetrics, host: str = "0.0.0.0", port: int = 9395,
                          certfile: str | None = None, keyfile: str | None = None) -> Any:
-    """Serve ``/metrics`` on its own port in a daemon thread (TLS when ``certfile``/``keyfile``).
-    Returns the WSGI server: ``.server_address``, ``.shutdown()``, ``.server_close()``."""
-    import ssl
-    import threading
-    from wsgiref.simple_server import WSGIRequestHandler, make_server
+    """Serve ``/metrics`` on its own port in a daemon thread (TLS when ``certfile``/``keyfile``):
+    ``prometheus_client.start_wsgi_server``. Returns the WSGI server: ``.server_address``,
+    ``.shutdown()``, ``.server_close()``."""
+    from prometheus_client import start_wsgi_server
 
-    from prometheus_client.exposition import ThreadingWSGIServer, make_wsgi_app
-
-    class _Quiet(WSGIRequestHandler):
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    class _Server(ThreadingWSGIServer):
-        address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
-
-    httpd = make_server(host, port, make_wsgi_app(metrics.registry), _Server, handler_class=_Quiet)
-    if certfile and keyfile:
-        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        ctx.load_cert_chain(certfile, keyfile)
-        httpd.socket = ctx.wrap_socket(httpd.socket, server_side=True)
-    t = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="dynamig-metrics",
-                         daemon=True)
-    t.start()
+    httpd, _ = start_wsgi_server(port, host, metrics.registry, certfile=certfile, keyfile=keyfile)
     return httpd

@@ -27,6 +27,7 @@ from typing import Any
 
 from models.codecs import NODE_AGENT_POD_KEYS, PREFIX
 from models.errors import RequestError
+from models.quantity import QuantityError, parse_quantity
 from models.requests import GPU_RESOURCES, RES_CORES, RES_GPU, RES_MEM, RES_MEM_PCT, parse_pod
 
 from .config import ExtenderConfig
@@ -91,9 +92,10 @@ def _has_gpu(c: Mapping[str, Any]) -> bool:
 
 def _int_qty(v: Any) -> int | None:
     try:
-        return int(str(v).strip())
-    except ValueError:
+        q = parse_quantity(v)
+    except QuantityError:
         return None
+    return int(q) if q == q.to_integral_value() else None
 
 
 def _default_container(c: dict[str, Any]) -> bool:

@@ -14,7 +14,7 @@ from typing import Any
 
 from .catalog import GpuModel, MigProfile
 from .errors import RequestError
-from .quantity import QuantityError, cpu_milli, memory_mib
+from .quantity import QuantityError, cpu_milli, memory_mib, parse_quantity
 from .resources import DEFAULT_RESOURCES, ResourceNames
 from .types import Gpu, NodeMode
 
@@ -166,19 +166,14 @@ def gpu_allowed(pod: PodRequest, gpu: Gpu) -> str | None:
 
 
 def _qty(value: Any, where: str) -> int:
-    if isinstance(value, bool):
+    """An integer resource quantity (``2``, ``4k``, ``1Ki``), read by the one quantity parser."""
+    try:
+        q = parse_quantity(value)
+    except QuantityError:
+        raise RequestError(f"{where}: expected an integer quantity, got {value!r}") from None
+    if q != q.to_integral_value():
         raise RequestError(f"{where}: expected an integer, got {value!r}")
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str):
-        s = value.strip()
-        try:
-            return int(s)
-        except ValueError:
-            pass
-        if s.endswith("k") and s[:-1].isdigit():
-            return int(s[:-1]) * 1000
-    raise RequestError(f"{where}: expected an integer quantity, got {value!r}")
+    return int(q)
 
 
 def _csv(ann: Mapping[str, str], key: str) -> tuple[str, ...]:

@@ -1,66 +1,94 @@
-"""``dynamig demo`` (``make run``): the whole system end to end on an embedded cluster."""
+"""``dynamig demo`` (``make run``): the whole system end to end on an embedded cluster.
+
+The real extender (HTTP) and device plugins (gRPC) run against simulated GPUs and mig-parted; a
+seeded workload is replayed in simulated time, every event checked against invariants. With
+--serve the extender, metrics and monitor page stay up and a live workload keeps running (in real
+time) until Ctrl-C or SIGTERM.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import time
 from typing import Any
 
-from tqdm import tqdm
+from models.config import Inventory, load_inventory
 
-from models.config import load_inventory
+
+def _fault(text: str) -> tuple[str, int]:
+    node, _, n = text.partition("=")
+    if not node or not n.isdigit():
+        raise argparse.ArgumentTypeError(f"expected NODE=N (N a non-negative integer), got {text!r}")
+    return node, int(n)
+
+
+def _positive(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
+    return v
+
+
+def _port(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 0 <= v <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port in 0..65535, got {v}")
+    return v
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
-    p = sub.add_parser("demo", help="the whole system end to end on an embedded, simulated cluster")
-    p.add_argument("--pods", type=int, default=240, help="pods in the workload (default 240)")
+    p: argparse.ArgumentParser = sub.add_parser(
+        "demo", help="the whole system end to end on an embedded, simulated cluster", description=__doc__)
+    p.add_argument("--pods", type=_positive, default=240, help="pods in the workload (default 240)")
     p.add_argument("--seed", type=int, default=7, help="workload seed (default 7)")
     p.add_argument("--inventory", metavar="FILE", help="cluster inventory YAML (default: the built-in cluster)")
     p.add_argument("--json", action="store_true", help="one JSON document on stdout")
     p.add_argument("--serve", action="store_true",
-                   help="keep the extender, metrics and monitor page up after the run (Ctrl-C to stop)")
-    p.add_argument("--port", type=int, default=0, help="extender port with --serve (default: a free port)")
-    p.add_argument("--metrics-port", type=int, default=0, help="metrics port with --serve (default: a free port)")
-    p.add_argument("--fail-migparted", action="append", default=[], metavar="NODE=N",
+                   help="then keep the extender, metrics and monitor page up with a live workload "
+                        "(Ctrl-C or SIGTERM to stop)")
+    p.add_argument("--port", type=_port, default=0, help="extender port with --serve (default: a free port)")
+    p.add_argument("--metrics-port", type=_port, default=0, help="metrics port with --serve (default: a free port)")
+    p.add_argument("--fail-migparted", type=_fault, action="append", default=[], metavar="NODE=N",
                    help="fault injection: the next N mig-parted applies on NODE fail")
     return p
-
-
-def _faults(items: list[str]) -> dict[str, int]:
-    out = {}
-    for item in items:
-        node, _, n = item.partition("=")
-        if not node or not n.isdigit():
-            raise SystemExit(f"dynamig demo: --fail-migparted expects NODE=N, got {item!r}")
-        out[node] = int(n)
-    return out
 
 
 def print_summary(doc: dict[str, Any]) -> None:
     w = sys.stdout.write
     w("\ndynamig demo — summary\n")
     rows = [
-        ("pods", doc["pods"]),
-        ("placed", doc["placed"]),
-        ("pending at the end", doc["pending"]),
+        ("pods in the workload", doc["pods"]),
+        ("placed (ran to completion)", doc["placed"]),
+        ("still pending at the end", doc["pending"]),
         ("GPUs re-partitioned (layout changes)", doc["reconfigurations"]),
-        ("freed GPUs re-partitioned later", doc["repartitioned_after_free"]),
-        ("allocation failures (retried)", f"{doc['allocation_failures']} ({doc['retried']})"),
+        ("…of them GPUs freed, then re-partitioned", doc["repartitioned_after_free"]),
+        ("allocation failures (pods retried)", f"{doc['allocation_failures']} ({doc['retried']})"),
         ("filter latency p50 / p99 (HTTP)", f"{doc['filter_p50_ms']:.1f} ms / {doc['filter_p99_ms']:.1f} ms"),
-        ("peak MIG instances held / hami-core shares", f"{doc['peak_mig_instances_held']} / "
-                                                       f"{doc['peak_hami_core_shares']}"),
+        ("peak MIG instances held by pods", doc["peak_mig_instances_held"]),
+        ("peak hami-core shares held by pods", doc["peak_hami_core_shares"]),
         ("invariant violations", len(doc["violations"])),
         ("wall time", f"{doc['wall_s']:.1f} s"),
     ]
     width = max(len(k) for k, _ in rows)
     for k, v in rows:
         w(f"  {k:<{width}}  {v}\n")
-    w("\n  MIG instances at the end (held / existing):\n")
-    for prof in sorted(doc["mig_instances_by_profile"]):
-        w(f"    {prof:<10} {doc['mig_instances_held_by_profile'].get(prof, 0):>4} / "
-          f"{doc['mig_instances_by_profile'][prof]}\n")
+    profiles = sorted(doc["mig_instances_by_profile"])
+    if profiles:
+        held = doc["mig_instances_held_by_profile"]
+        w("\n  MIG instances left on the GPUs at the end (every pod has finished; an instance stays\n"
+          "  until its GPU is re-partitioned, so 'held by a pod' is 0 except for pods still running):\n")
+        w(f"    {'profile':<10} {'exist':>6} {'held by a pod':>14}\n")
+        for prof in profiles:
+            w(f"    {prof:<10} {doc['mig_instances_by_profile'][prof]:>6} {held.get(prof, 0):>14}\n")
     if doc["pending_reasons"]:
         w("\n  pending pods and why:\n")
         for pod, why in sorted(doc["pending_reasons"].items()):
@@ -69,37 +97,72 @@ def print_summary(doc: dict[str, Any]) -> None:
         w(f"  VIOLATION {v}\n")
 
 
+class _Terminated(Exception):
+    """SIGTERM: unwind (so the temporary folder and the servers are cleaned up), exit 143."""
+
+
+def _on_sigterm(_signum: int, _frame: Any) -> None:
+    raise _Terminated
+
+
+def _check_faults(faults: list[tuple[str, int]], inventory: Inventory) -> str | None:
+    names = {n.name for n in inventory.nodes}
+    unknown = sorted({node for node, _ in faults} - names)
+    if unknown:
+        return (f"--fail-migparted: no node {', '.join(unknown)} in the inventory "
+                f"(nodes: {', '.join(sorted(names))})")
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
     from dynamig.demo.inventory import builtin_inventory
+    from dynamig.demo.progress import Progress, say
     from dynamig.demo.runner import Demo
     from dynamig.demo.workload import generate
 
-    if args.pods < 1:
-        print("dynamig demo: --pods must be at least 1", file=sys.stderr)
-        return 2
     inventory = load_inventory(args.inventory) if args.inventory else builtin_inventory()
+    problem = _check_faults(args.fail_migparted, inventory)
+    if problem:
+        print(f"dynamig demo: {problem}", file=sys.stderr)
+        return 2
     specs = generate(args.pods, args.seed)
-    print(f"dynamig demo: {len(inventory.nodes)} nodes, {sum(c for n in inventory.nodes for _, c in n.gpus)} GPUs, "
-          f"{len(specs)} pods (seed {args.seed}); starting extender and device plugins…", file=sys.stderr)
-    demo = Demo(inventory, fail_migparted=_faults(args.fail_migparted),
-                extender_port=args.port if args.serve else 0, metrics_port=args.metrics_port if args.serve else 0)
+    gpus = sum(c for n in inventory.nodes for _, c in n.gpus)
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    demo: Demo | None = None
     try:
-        with tqdm(total=len(specs), desc="pods", unit="pod", file=sys.stderr, disable=None) as bar:
-            result = demo.run(specs, progress=lambda n: bar.update(n - bar.n))
+        t0 = time.perf_counter()
+        say(f"dynamig demo: starting the extender and {len(inventory.nodes)} device plugins "
+            f"({len(inventory.nodes)} nodes, {gpus} simulated GPUs)…")
+        demo = Demo(inventory, fail_migparted=dict(args.fail_migparted),
+                    extender_port=args.port if args.serve else 0,
+                    metrics_port=args.metrics_port if args.serve else 0)
+        say(f"dynamig demo: cluster up in {time.perf_counter() - t0:.1f} s; replaying {len(specs)} pods "
+            f"(seed {args.seed}) in simulated time, invariants checked after every event")
+        with Progress(2 * len(specs), "dynamig demo: events (pod arrivals + departures)", "event") as bar:
+            result = demo.run(specs, progress=bar.update_to)
         doc = result.to_json()
         if args.json:
             print(json.dumps(doc, indent=2, sort_keys=True))
         else:
             print_summary(doc)
+        sys.stdout.flush()
         if args.serve:
             urls = doc.get("urls", {})
-            print(f"\nserving — extender {urls.get('extender')}  metrics {urls.get('metrics')}  "
-                  f"monitor {urls.get('monitor')}  (Ctrl-C to stop)", file=sys.stderr)
-            try:
-                while True:
-                    time.sleep(3600)
-            except KeyboardInterrupt:
-                pass
+            say(f"\nserving — monitor {urls.get('monitor')}  extender {urls.get('extender')}  "
+                f"metrics {urls.get('metrics')}\nlive workload: {args.pods} pods per round in real time "
+                "(Ctrl-C or SIGTERM to stop)")
+
+            def round_done(k: int, r: Any) -> None:
+                say(f"dynamig demo: live round {k + 1}: {r.placed} placed, {len(r.pending)} pending, "
+                    f"{len(r.violations)} violation(s)")
+
+            demo.live(args.pods, args.seed, on_round=round_done)
         return 1 if doc["violations"] else 0
+    except KeyboardInterrupt:
+        return 0 if args.serve else 130
+    except _Terminated:
+        return 143
     finally:
-        demo.close()
+        if demo is not None:
+            demo.close()
+        signal.signal(signal.SIGTERM, previous)

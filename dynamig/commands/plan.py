@@ -140,6 +140,12 @@ def run(args: argparse.Namespace) -> int:
     if len(pods) != 1:
         raise ConfigError(f"expected exactly one Pod manifest, found {len(pods)}", args.pod)
     pod = _parse(pods[0], args.pod)
+    if not pod.wants_gpu:  # not a placement problem: "not placed (infeasible)" would be false
+        why = "requests no GPU (no nvidia.com/gpu, gpumem or gpucores, or nvidia.com/gpu: 0): nothing for dynamig " \
+              "to place; kube-scheduler places it on its own"
+        print(json.dumps({"pod": pod.key, "placed": False, "gpu": False, "reason": why}, indent=2) if args.json
+              else f"{pod.key}: {why}")
+        return 0
     pending = [_parse(m, args.pending) for m in load_pod_manifests(args.pending)] if args.pending else []
     budget = args.budget_ms if args.budget_ms is not None else (2000.0 if pending else 200.0)
     cfg = PlannerConfig(templates=inv.templates, layouts_any=args.layouts_any or inv.layouts_any,

@@ -114,7 +114,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--tune", type=float, default=1.3, metavar="RATIO",
-        help="tune GPU demand to RATIO × capacity (default 1.3; MIG/inventory runs: 0 = replay as given)"
+        help="resample the pods until their GPU demand is RATIO × the cluster's GPU capacity (default 1.3, the "
+             "FGD protocol: 2 manifests can become 10 pods; said on stderr); MIG/inventory runs: 0 = replay as given"
     )
     p.add_argument(
         "--tie-break",
@@ -201,6 +202,8 @@ def _whatif_mode(args: argparse.Namespace) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.plot and not _plots_available():
+        return _fail("--plot needs matplotlib: pip install 'dynamig[plots]'", 2)
     if _whatif_mode(args):
         return run_whatif(args)
     if args.policy in PLANNER_POLICIES and args.policy not in policy_names():
@@ -240,6 +243,9 @@ def run(args: argparse.Namespace) -> int:
         return _fail(f"{args.pods}: {exc}")
     finally:
         bar.close()
+    print(f"dynamig simulate: --tune {args.tune:g}: each seed shuffled the pods of {args.pods} and resampled "
+          f"them until their GPU demand was {args.tune:g}× the cluster's GPU capacity (FGD protocol)",
+          file=sys.stderr)
     if args.plot:
         from solver.whatif.plots import plot_unallocated
 
@@ -285,6 +291,25 @@ def _whatif_spec(args: argparse.Namespace, policy: str) -> Any:
     return with_meta(spec, trace=args.pods)
 
 
+def _say_tuning(args: argparse.Namespace, given: int, total: int) -> None:
+    """Say on stderr how the workload was tuned (a default --tune 1.3 turns 2 manifests into 10 pods)."""
+    per_seed = total / max(1, len(args.seeds))
+    n = f"{per_seed:.0f}" if per_seed == int(per_seed) else f"{per_seed:.1f} on average"
+    if args.tune:
+        print(f"dynamig simulate: --tune {args.tune:g}: the {given} pod(s) of {args.pods} are shuffled and resampled "
+              f"to {args.tune:g}× the cluster's GPU capacity: {n} pods per seed (--tune 0 replays them as given)",
+              file=sys.stderr)
+    else:
+        print(f"dynamig simulate: --tune 0: the {given} pod(s) of {args.pods} replayed as given, shuffled per seed",
+              file=sys.stderr)
+
+
+def _plots_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("matplotlib") is not None
+
+
 def run_whatif(args: argparse.Namespace) -> int:
     from solver.whatif.runner import simulate as simulate_whatif
     from solver.whatif.runner import workload_for
@@ -304,6 +329,7 @@ def run_whatif(args: argparse.Namespace) -> int:
         import numpy as np
 
         total = sum(len(workload_for(spec, np.random.default_rng(s))) for s in args.seeds)
+        _say_tuning(args, len(spec.pods), total)
     except OpenbFormatError as exc:
         return _fail(str(exc))
     except DynamigError as exc:

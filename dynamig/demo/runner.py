@@ -30,7 +30,7 @@ from models.store import InMemoryStore
 from models.types import NodeMode
 
 from .extender_client import ExtenderClient, ExtenderError
-from .invariants import InvariantChecker
+from .invariants import InvariantChecker, StoreMirror
 from .kubelet import AllocationFailed, KubeletSim
 from .workload import PodSpec, generate
 
@@ -105,13 +105,18 @@ class Demo:
         self.own_workdir = workdir is None
         self.workdir = workdir or tempfile.mkdtemp(prefix="dynamig-demo-")
         self.store = InMemoryStore()
+        self.mirror = StoreMirror(self.store)  # before any object: the checker's cheap view of the store
         self.backends: dict[str, SimBackend] = {}
         self.kubelets: dict[str, KubeletSim] = {}
         self.agents: dict[str, NodeAgent] = {}
         self.server: ServerHandle | None = None
         self.client: ExtenderClient | None = None
         self._pid = itertools.count(1000)
-        self._start(fail_migparted or {}, extender_port, metrics_port)
+        try:
+            self._start(fail_migparted or {}, extender_port, metrics_port)
+        except BaseException:  # a failed or interrupted start leaves no process or folder behind
+            self.close()
+            raise
 
     # ------------------------------------------------------------------ cluster
     def _start(self, faults: dict[str, int], extender_port: int, metrics_port: int) -> None:
@@ -213,10 +218,16 @@ class Demo:
         self.store.set_pod_phase(meta["namespace"], meta["name"], "Succeeded")
 
     # ------------------------------------------------------------------ the workload
-    def run(self, specs: list[PodSpec], progress: Callable[[int], None] | None = None) -> DemoResult:
+    def run(self, specs: list[PodSpec], progress: Callable[[int], None] | None = None,
+            pace: float | None = None) -> DemoResult:
+        """Replay ``specs`` in simulated time (as fast as it goes), or with ``pace`` simulated seconds
+        per real second (the live workload of ``demo --serve``). ``progress`` gets the number of
+        events done (arrivals and departures: at most twice the pods)."""
         t0 = time.perf_counter()
+        sim0 = specs[0].arrival if specs else 0.0
         result = DemoResult(pods=len(specs))
-        checker = InvariantChecker(self.store, self.backends, self.server.metrics_url if self.server else None)
+        checker = InvariantChecker(self.store, self.backends, self.server.metrics_url if self.server else None,
+                                   mirror=self.mirror)
         events: list[tuple[float, int, str, Any]] = []
         seq = itertools.count()
         for s in specs:
@@ -261,13 +272,14 @@ class Demo:
         done = 0
         while events:
             now, _, kind, item = heapq.heappop(events)
+            if pace:
+                delay = (now - sim0) / pace - (time.perf_counter() - t0)
+                if delay > 0:
+                    time.sleep(delay)
             if kind == "arrive":
                 self.store.create_pod(item.manifest)
                 if not attempt(item, now):
                     pending.append(item)
-                done += 1
-                if progress:
-                    progress(done)
             else:
                 self.finish(running.pop(item))
                 checker.check(result.violations, now)
@@ -276,6 +288,9 @@ class Demo:
                     if not attempt(p, now):
                         still.append(p)
                 pending = still
+            done += 1
+            if progress:
+                progress(done)
         checker.check(result.violations, float("inf"), final=True)
         result.repartitioned_after_free = checker.repartitioned_after_free
         result.peak_mig_held, result.peak_shares = checker.peak_mig_held, checker.peak_shares
@@ -300,6 +315,24 @@ class Demo:
                            "metrics": self.server.metrics_url or "",
                            "monitor": f"{self.server.url}/monitor"}
         return result
+
+
+    def live(self, pods: int, seed: int, pace: float = 1.0, rounds: int | None = None,
+             on_round: Callable[[int, DemoResult], None] | None = None) -> None:
+        """Keep a workload running in real time (``pace`` simulated seconds per second): round after
+        round of ``pods`` pods (seeds ``seed+1``, ``seed+2``…). Each round first deletes the pods of
+        earlier rounds that no longer run, so the store (and the monitor's pod table) stays bounded."""
+        k = 0
+        while rounds is None or k < rounds:
+            for p in self.store.list_pods():
+                if (p.get("status") or {}).get("phase") != "Running":
+                    self.store.delete_pod(p["metadata"]["namespace"], p["metadata"]["name"])
+            result = self.run(generate(pods, seed + 1 + k, prefix=f"live{k}"), pace=pace)
+            for v in result.violations:
+                log.warning("live round %d: %s", k, v)
+            if on_round is not None:
+                on_round(k, result)
+            k += 1
 
 
 def _recreate(spec: PodSpec, attempt: int) -> PodSpec:

@@ -45,8 +45,10 @@ def manifest(name: str, limits: dict[str, str], annotations: dict[str, str], nam
     }
 
 
-def generate(n: int, seed: int, too_large: bool = True, arrival_rate: float = 12.0) -> list[PodSpec]:
-    """``n`` pods (one of them too large for any GPU when ``too_large``) in arrival order."""
+def generate(n: int, seed: int, too_large: bool = True, arrival_rate: float = 12.0,
+             prefix: str = "job") -> list[PodSpec]:
+    """``n`` pods named ``{prefix}-NNNN`` (one of them too large for any GPU when ``too_large``) in
+    arrival order."""
     rng = random.Random(seed)
     weights = [w for w, _, _ in SHAPES]
     # The mix shifts over the run (many small inference pods first, then larger training pods), so
@@ -60,7 +62,8 @@ def generate(n: int, seed: int, too_large: bool = True, arrival_rate: float = 12
         phase = small if i < n // 2 else large
         _, limits, ann = rng.choices(SHAPES, phase if n >= 20 else weights)[0]
         duration = rng.uniform(5.0, 60.0)
-        out.append(PodSpec(f"job-{i:04d}", t, duration, manifest(f"job-{i:04d}", limits, ann)))
+        name = f"{prefix}-{i:04d}"
+        out.append(PodSpec(name, t, duration, manifest(name, limits, ann)))
     if too_large and n > 0:
         k = min(3, n - 1)
         big = out[k]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 
 from models.plan import Plan, PodPlacement, StageResult
 from models.requests import PodRequest
@@ -16,6 +17,7 @@ from .config import PlannerConfig
 from .context import COMPONENTS, Context, context_for
 from .costs import PERMILLE
 from .errors import PlannerError
+from .reasons import cluster_too_small
 from .shapes import gpu_containers
 from .single import candidate_nodes, solve_single
 
@@ -68,7 +70,9 @@ def plan(state: ClusterState, pod: PodRequest, config: PlannerConfig = PlannerCo
     was = gc.isenabled()
     gc.disable()
     try:
-        return _plan(state, pod, config, pending, nodes)
+        out = _plan(state, pod, config, pending, nodes)
+        why = None if out.placements[0].placed else cluster_too_small(state, pod)
+        return out if why is None else replace(out, reasons=tuple((n, why) for n, _ in out.reasons))
     finally:
         if was:
             gc.enable()

@@ -6,10 +6,12 @@ cannot re-partition``.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
+from models.errors import CatalogError
 from models.requests import ContainerRequest, PodRequest, gpu_allowed, share_fit_problem
-from models.types import Gpu, Node, NodeMode
+from models.types import ClusterState, Gpu, Node, NodeMode
 
 from .context import ClassInfo, Context
 from .shapes import mig_demand, serving, share_demand
@@ -143,3 +145,42 @@ def _capacity_of(ctx: Context, g: Gpu, info: ClassInfo, c: ContainerRequest) -> 
         return 0, (f"needs {c.cores}% cores; largest free MIG instance is {big.name} with "
                    f"{m.core_percent(big)}%; GPU busy, cannot re-partition")
     return 0, f"largest free MIG instance is {big.memory_mib} MiB ({big.name}); GPU busy, cannot re-partition"
+
+
+def cluster_too_small(state: ClusterState, pod: PodRequest) -> str | None:
+    """The cause when a unit asks for more memory than any GPU the pod may use has in the whole
+    cluster (largest MIG profile of a MIG GPU's model, memory of a hami-core GPU); None otherwise.
+    Per-node reasons would name each node's own largest instance, which hides that cause."""
+    need = [c for c in pod.containers if c.count > 0 and c.memory_mib is not None]
+    if not need:
+        return None
+    best: tuple[int, str] | None = None
+    filtered = False
+    seen: set[tuple[str, NodeMode, int]] = set()
+    for n in state.nodes:
+        for g in n.gpus:
+            key = (g.model, g.mode, g.memory_mib)
+            if key in seen:
+                continue
+            seen.add(key)
+            if gpu_allowed(pod, replace(g, health=True, instances=(), shares=())) is not None:
+                filtered = True
+                continue
+            if g.mode is NodeMode.MIG:
+                try:
+                    m = g.gpu_model
+                except CatalogError:  # unknown model: the per-node reason says so
+                    continue
+                top = max(m.profiles, key=lambda p: p.memory_mib, default=None)
+                cand = (top.memory_mib, f"{m.name} {top.name}") if top else (g.memory_mib, m.name)
+            else:
+                cand = (g.memory_mib, f"{g.model} (hami-core)")
+            if best is None or cand[0] > best[0]:
+                best = cand
+    if best is None:
+        return None
+    c = max(need, key=lambda c: c.memory_mib or 0)
+    if (c.memory_mib or 0) <= best[0]:
+        return None
+    scope = "any GPU the pod may use" if filtered else "any GPU in the cluster"
+    return f"needs {_request(c)}: larger than {scope}: the largest is {best[1]}, {best[0]:,} MiB"

@@ -12,13 +12,13 @@ with :func:`shuffle_and_tune_jobs`, the same algorithm on jobs).
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
+from models import quantity
 from models.errors import ConfigError, DynamigError
 from models.requests import ContainerRequest, PodRequest, parse_pod
 from models.yamlsrc import load_pod_manifests
@@ -68,21 +68,12 @@ def job_demand(req: PodRequest | None, ref_memory_mib: int) -> tuple[int, int]:
     return sum(n * u for n, u in units), max((u for _, u in units), default=0)
 
 
-_QTY = re.compile(r"^([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")
-_FACTOR = {None: 1.0, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18,
-           "Ki": 2.0**10, "Mi": 2.0**20, "Gi": 2.0**30, "Ti": 2.0**40, "Pi": 2.0**50, "Ei": 2.0**60}
-
-
 def parse_quantity(value: Any, where: str) -> float:
-    """A Kubernetes quantity (``500m``, ``2``, ``5600Mi``, ``4Gi``, ``1e3`` is not accepted) as a number."""
-    if isinstance(value, bool):
-        raise ConfigError(f"expected a quantity, got {value!r}", where)
-    if isinstance(value, int | float):
-        return float(value)
-    m = _QTY.match(str(value).strip())
-    if m is None:
-        raise ConfigError(f"expected a Kubernetes quantity (e.g. 500m, 2, 4Gi), got {value!r}", where)
-    return float(m.group(1)) * _FACTOR[m.group(2)]
+    """A Kubernetes quantity (``500m``, ``2``, ``5600Mi``, ``4Gi``) as a number (models.quantity)."""
+    try:
+        return float(quantity.parse_quantity(value))
+    except quantity.QuantityError:
+        raise ConfigError(f"expected a Kubernetes quantity (e.g. 500m, 2, 4Gi), got {value!r}", where) from None
 
 
 def _host_requests(manifest: dict[str, Any], where: str) -> tuple[int, int]:

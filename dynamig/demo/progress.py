@@ -1,0 +1,59 @@
+"""Progress on stderr whether or not it is a terminal: a tqdm bar on a terminal, else one plain line
+every few seconds (CI logs and pipes get no bar control codes, and never a minute of silence)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import IO, Any
+
+
+class Progress:
+    def __init__(self, total: int, desc: str, unit: str, stream: IO[str] | None = None, every_s: float = 3.0,
+                 tty: bool | None = None) -> None:
+        self.stream = stream or sys.stderr
+        self.total, self.desc, self.unit, self.every_s = total, desc, unit, every_s
+        self.n = 0
+        self.t0 = time.perf_counter()
+        self._last = self.t0
+        isatty = getattr(self.stream, "isatty", None)
+        self.tty = bool(isatty and isatty()) if tty is None else tty
+        self._bar: Any = None
+        if self.tty:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total, desc=desc, unit=unit, file=self.stream)
+
+    def update_to(self, n: int) -> None:
+        self.n = n
+        if self._bar is not None:
+            self._bar.update(n - self._bar.n)
+            return
+        now = time.perf_counter()
+        if now - self._last >= self.every_s:
+            self._last = now
+            self._line(now)
+
+    def _line(self, now: float) -> None:
+        pct = 100 * self.n / self.total if self.total else 100.0
+        self.stream.write(f"{self.desc}: {self.n}/{self.total} {self.unit}s ({pct:.0f}%), {now - self.t0:.0f} s\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+        else:
+            self._line(time.perf_counter())
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def say(message: str, stream: IO[str] | None = None) -> None:
+    """One line of status on stderr, flushed (so a pipe shows it at once)."""
+    out = stream or sys.stderr
+    out.write(message + "\n")
+    out.flush()
