@@ -36,7 +36,9 @@ from solver.openb import OpenbFormatError
 from solver.planner import POLICIES as PLANNER_POLICIES
 from solver.whatif.mapping import MIG_MODELS
 
-PROTOCOLS = ("fgd",)
+from .simulate_churn import add_churn_arguments, run_churn_command
+
+PROTOCOLS = ("fgd", "churn")
 DEFAULT_SEEDS = "42-51"
 PLANNER_POLICY = "dynamig"
 REPORT_BUCKETS = (50, 70, 80, 90, 95, 100, 105, 110, 120, 130)
@@ -132,6 +134,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                    help="MIG/inventory runs: planner time budget per pod (default 200)")
     p.add_argument("--plot", metavar="FILE.png", help="also plot unallocated GPU vs arrived load (median over seeds)")
     p.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    add_churn_arguments(p)
     return p
 
 
@@ -200,7 +203,24 @@ def _whatif_mode(args: argparse.Namespace) -> bool:
     return bool(args.inventory or args.mig_model)
 
 
+def _churn_policies(text: str | None) -> list[str] | str:
+    """``--policy`` of the churn protocol: a comma list or ``all`` (default: every cluster policy)."""
+    from solver.policies import CLUSTER_POLICIES
+
+    if text is None or text == "all":
+        return list(CLUSTER_POLICIES)
+    out = [p.strip() for p in text.split(",") if p.strip()]
+    if not out or len(set(out)) != len(out):
+        return f"bad --policy list {text!r}"
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.protocol == "churn":
+        policies = _churn_policies(args.policy)
+        if isinstance(policies, str):
+            return _fail(policies, 2)
+        return run_churn_command(args, policies)
     if _whatif_mode(args):
         return run_whatif(args)
     if args.policy in PLANNER_POLICIES and args.policy not in policy_names():
