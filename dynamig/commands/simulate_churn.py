@@ -101,7 +101,8 @@ def add_churn_arguments(p: argparse.ArgumentParser) -> None:
 class LineProgress:
     """Progress on stderr: a tqdm bar on a terminal, otherwise one line every ``every`` seconds."""
 
-    def __init__(self, total: int, unit: str, desc: str, stream: TextIO = sys.stderr, every: float = 5.0) -> None:
+    def __init__(self, total: int, unit: str, desc: str, stream: TextIO | None = None, every: float = 5.0) -> None:
+        stream = sys.stderr if stream is None else stream
         self.total, self.unit, self.desc, self.stream, self.every = total, unit, desc, stream, every
         self.n = 0
         self.t0 = self.last = time.monotonic()

@@ -167,8 +167,11 @@ def _pct(xs: list[float], q: float) -> float:
     return round(percentile(xs, q), 3) if xs else 0.0
 
 
-def run_churn(spec: ChurnSpec, policy: str, load: float, seed: int, progress: Progress | None = None) -> dict[str, Any]:
-    """One churn run; returns its JSON document (fields in ``docs/churn.md``)."""
+def run_churn(spec: ChurnSpec, policy: str, load: float, seed: int, progress: Progress | None = None,
+              detail: bool = False) -> dict[str, Any]:
+    """One churn run; returns its JSON document (fields in ``docs/churn.md``). ``detail``: also
+    ``pods``, per arrival (warm-up included) its arrival and start time (None: never started) and
+    whether it was abandoned."""
     if load <= 0:
         raise ValueError(f"load must be > 0, got {load}")
     pinfo = info(policy)
@@ -337,7 +340,7 @@ def run_churn(spec: ChurnSpec, policy: str, load: float, seed: int, progress: Pr
     span = max(t_end - t_w, 1e-9)
     per_k = 1000.0 / placed_meas if placed_meas else 0.0
     still = sum(1 for i in queue if i >= warm)
-    return {
+    doc: dict[str, Any] = {
         "policy": policy,
         "load": load,
         "seed": seed,
@@ -371,4 +374,9 @@ def run_churn(spec: ChurnSpec, policy: str, load: float, seed: int, progress: Pr
         "elapsed_s": round(time.perf_counter() - start_wall, 3),
         "timeline": [list(x) for x in timeline],
     }
+    if detail:
+        doc["pods"] = {"arrive": [float(x) for x in arrive],
+                       "start": [None if np.isnan(x) else float(x) for x in start_t],
+                       "abandoned": [bool(x) for x in abandoned], "measured_from": warm}
+    return doc
 

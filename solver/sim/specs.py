@@ -10,6 +10,7 @@ from models.config import Inventory
 from solver.fgd.workload import SimPod
 from solver.traces import DEFAULT_MAX_DURATION_S, Durations, load_pods, parse_duration, trace_durations
 from solver.whatif.runner import reference_memory
+from solver.whatif.specs import openb_ref_memory
 from solver.whatif.workload import Job, jobs_from_openb, load_pod_yaml
 
 from .churn import ChurnSpec
@@ -31,14 +32,14 @@ def gpu_shapes(jobs: list[Job]) -> tuple[Job, ...]:
 
 def churn_spec(inv: Inventory, pods_path: str, duration: str = "trace",
                max_duration_s: float | None = DEFAULT_MAX_DURATION_S, **kw: Any) -> ChurnSpec:
-    """Openb CSV: shapes are its GPU pods (shares as memory percentages, as for inventories in the
-    FGD protocol), durations the trace's completed pods unless ``duration`` says otherwise. Pod
-    YAML: shapes are the manifests; ``duration`` must be given. ``max_duration_s`` caps trace
-    lifetimes. ``kw``: :class:`ChurnSpec` fields."""
+    """Openb CSV: shapes are its GPU pods (mapped as in the FGD protocol on an inventory,
+    :func:`solver.whatif.specs.openb_ref_memory`), durations the trace's completed pods unless
+    ``duration`` says otherwise. Pod YAML: shapes are the manifests; ``duration`` must be given.
+    ``max_duration_s`` caps trace lifetimes. ``kw``: :class:`ChurnSpec` fields."""
     durations: Durations | None = None if duration == "trace" else parse_duration(duration)
     if pods_path.lower().endswith(".csv"):
         rows = load_pods(pods_path)
-        jobs = jobs_from_openb([SimPod.from_openb(p) for p in rows], None)
+        jobs = jobs_from_openb([SimPod.from_openb(p) for p in rows], openb_ref_memory(inv))
         if durations is None:
             durations = trace_durations(rows, pods_path, max_duration_s)
     else:
