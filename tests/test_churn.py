@@ -164,6 +164,10 @@ def test_sustainable_load_is_the_last_load_within_the_slo() -> None:
     (p,) = doc["policies"]
     assert [r["p95_wait_s"] for r in p["loads"]] == [200, 700]
     assert p["sustainable_load"] == 0.8 and p["sustainable_to_fluid"] == pytest.approx(0.889, abs=1e-3)
+    from solver.reports.churn_table import churn_table
+
+    table = churn_table(doc, [1.0])
+    assert "| p | 1 | 1 | 1 | 700 |" in table and "| p | 0.8 |" not in table and "| p | 0.80 | 0.889 |" in table
 
 
 # --------------------------------------------------------------------------- registry, dra-firstfit

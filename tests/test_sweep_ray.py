@@ -39,3 +39,5 @@ def test_tiny_sweep_on_local_ray_matches_serial(tmp_path: Path) -> None:
     files = sorted(tmp_path.glob("run-*.json"))
     assert len(files) == 8
     assert json.loads((tmp_path / run_file_name(on_ray[0])).read_text())["policy"] == "dynamig"
+    # --resume reads finished runs back instead of running them again
+    assert run_grid(spec, *grid, engine="serial", out_dir=tmp_path, resume=True) == on_ray

@@ -96,6 +96,8 @@ def add_churn_arguments(p: argparse.ArgumentParser) -> None:
                    help="Ray cluster to run on (e.g. ray://head:10001 or auto); default: a local Ray (ray.init())")
     g.add_argument("--out", metavar="DIR", default=None,
                    help="also write one JSON per run and aggregate.json into DIR")
+    g.add_argument("--resume", action="store_true",
+                   help="with --out: read back the runs already in DIR instead of running them again")
 
 
 class LineProgress:
@@ -167,6 +169,8 @@ def run_churn_command(args: argparse.Namespace, policies: list[str]) -> int:
     if bad:
         return _fail(f"policy {bad[0]!r} does not run on a cluster state (churn policies: "
                      f"{', '.join(CLUSTER_POLICIES)})", 2)
+    if args.resume and not args.out:
+        return _fail("--resume needs --out DIR", 2)
     if args.ray_address and args.engine == "serial":
         return _fail("--ray-address needs the ray engine", 2)
     engine = args.engine or ("ray" if args.ray_address or ray_available() else "serial")
@@ -204,7 +208,7 @@ def run_churn_command(args: argparse.Namespace, policies: list[str]) -> int:
     try:
         runs = run_grid(spec, policies, args.load, args.seeds, engine=engine, ray_address=args.ray_address,
                         out_dir=args.out, on_run=on_run, progress=(lambda k: bar.update(k)) if engine == "serial"
-                        else None)
+                        else None, resume=args.resume)
     except RayMissing as exc:
         return _fail(str(exc), 2)
     finally:

@@ -48,9 +48,11 @@ def _task(spec: ChurnSpec, policy: str, load: float, seed: int) -> dict[str, Any
 
 def run_grid(spec: ChurnSpec, policies: Sequence[str], loads: Sequence[float], seeds: Sequence[int], *,
              engine: str = "ray", ray_address: str | None = None, out_dir: str | Path | None = None,
-             on_run: OnRun | None = None, progress: Callable[[int], None] | None = None) -> list[dict[str, Any]]:
+             on_run: OnRun | None = None, progress: Callable[[int], None] | None = None,
+             resume: bool = False) -> list[dict[str, Any]]:
     """Every (policy, load, seed) run, in grid order. ``on_run`` is called as each run finishes;
-    ``progress(n)`` (serial engine only) as arrivals are processed."""
+    ``progress(n)`` (serial engine only) as arrivals are processed. ``resume``: a run whose JSON
+    is already in ``out_dir`` is read back instead of run again (same spec assumed)."""
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r} (known: {', '.join(ENGINES)})")
     grid = _grid(policies, loads, seeds)
@@ -66,8 +68,18 @@ def run_grid(spec: ChurnSpec, policies: Sequence[str], loads: Sequence[float], s
         if on_run is not None:
             on_run(r)
 
+    if resume and out is not None:
+        for pol, load, seed in list(grid):
+            f = out / run_file_name({"policy": pol, "load": load, "seed": seed})
+            if f.is_file():
+                r = json.loads(f.read_text())
+                results[(pol, load, seed)] = r
+                if on_run is not None:
+                    on_run(r)
+    # seed-major: a sweep cut short has every policy and load for the first seeds
+    todo = sorted((k for k in grid if k not in results), key=lambda k: (list(seeds).index(k[2]), k[1], k[0]))
     if engine == "serial":
-        for pol, load, seed in grid:
+        for pol, load, seed in todo:
             done(run_churn(spec, pol, load, seed, progress))
     else:
         try:
@@ -80,7 +92,7 @@ def run_grid(spec: ChurnSpec, policies: Sequence[str], loads: Sequence[float], s
         try:
             task = ray.remote(_task)
             ref = ray.put(spec)
-            pending = [task.remote(ref, pol, load, seed) for pol, load, seed in grid]
+            pending = [task.remote(ref, pol, load, seed) for pol, load, seed in todo]
             while pending:
                 ready, pending = ray.wait(pending, num_returns=1)
                 for r in ray.get(ready):
