@@ -41,3 +41,19 @@ def test_tiny_sweep_on_local_ray_matches_serial(tmp_path: Path) -> None:
     assert json.loads((tmp_path / run_file_name(on_ray[0])).read_text())["policy"] == "dynamig"
     # --resume reads finished runs back instead of running them again
     assert run_grid(spec, *grid, engine="serial", out_dir=tmp_path, resume=True) == on_ray
+
+
+def test_a_ray_that_does_not_start_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from solver.sim.sweep import RayUnavailable
+
+    inv = Inventory((InventoryNode("m0", NodeMode.MIG, (("A100-SXM4-80GB", 1),)),))
+    job = Job("p", 0, 0, 1000, PodRequest("openb", "p", containers=(ContainerRequest("main", 0, 1),)), 1000)
+    spec = ChurnSpec(inv, (job,), parse_duration("fixed:10"), pods=2)
+
+    def boom(**_: object) -> None:
+        raise Exception("The current node timed out during startup.\nmore detail")
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", boom)
+    with pytest.raises(RayUnavailable, match="did not start at ray://nowhere:10001: The current node timed out"):
+        run_grid(spec, ["dynamig"], [1.0], [1], engine="ray", ray_address="ray://nowhere:10001")

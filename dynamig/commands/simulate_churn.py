@@ -161,7 +161,7 @@ def run_churn_command(args: argparse.Namespace, policies: list[str]) -> int:
     from solver.reports import aggregate_churn
     from solver.sim import fluid_limit
     from solver.sim.specs import churn_spec
-    from solver.sim.sweep import RayMissing, ray_available, run_grid
+    from solver.sim.sweep import RayMissing, RayUnavailable, ray_available, run_grid
 
     if not (args.inventory or args.mig_model):
         return _fail("--protocol churn needs a cluster state: --inventory FILE, or --nodes FILE --mig-model MODEL", 2)
@@ -211,6 +211,8 @@ def run_churn_command(args: argparse.Namespace, policies: list[str]) -> int:
                         else None, resume=args.resume)
     except RayMissing as exc:
         return _fail(str(exc), 2)
+    except RayUnavailable as exc:
+        return _fail(f"{exc} (try again, or --engine serial)")
     finally:
         bar.close()
     c = spec.inventory

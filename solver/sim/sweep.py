@@ -16,7 +16,7 @@ from typing import Any
 
 from .churn import ChurnSpec, run_churn
 
-__all__ = ["ENGINES", "RayMissing", "ray_available", "run_file_name", "run_grid"]
+__all__ = ["ENGINES", "RayMissing", "RayUnavailable", "ray_available", "run_file_name", "run_grid"]
 
 ENGINES = ("ray", "serial")
 OnRun = Callable[[dict[str, Any]], None]
@@ -24,6 +24,10 @@ OnRun = Callable[[dict[str, Any]], None]
 
 class RayMissing(RuntimeError):
     """Ray was asked for but cannot be imported."""
+
+
+class RayUnavailable(RuntimeError):
+    """Ray is installed but did not start or could not be reached."""
 
 
 def ray_available() -> bool:
@@ -88,7 +92,12 @@ def run_grid(spec: ChurnSpec, policies: Sequence[str], loads: Sequence[float], s
             raise RayMissing("Ray is not installed (pip install 'dynamig[sweep]')") from None
         started = not ray.is_initialized()
         if started:
-            ray.init(address=ray_address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+            try:
+                ray.init(address=ray_address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+            except Exception as exc:  # Ray raises plain Exception / ConnectionError on a failed start
+                where = f"at {ray_address}" if ray_address else "locally"
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise RayUnavailable(f"Ray did not start {where}: {first}") from None
         try:
             task = ray.remote(_task)
             ref = ray.put(spec)
