@@ -51,7 +51,7 @@ from solver.openb import load_nodes, load_pods
 DATA = OPENB
 needs_data = needs_openb
 
-SIX = ("random", "dotprod", "clustering", "packing", "bestfit", "fgd")
+SIX = ("random", "dotprod", "clustering", "packing", "fgd-bestfit", "fgd")
 
 
 def share(name: str, cpu: int, milli: int, mem: int = 1024) -> SimPod:
@@ -377,7 +377,7 @@ def test_gpu_choice_rules() -> None:
     assert best_fit_gpus(state, 0, share("p", 0, 500)) == (0,)
     assert best_fit_gpus(state, 0, whole("w", 0, 2)) == (0, 2)  # lowest-index fully free
     assert best_fit_gpus(state, 0, cpu_pod("c", 1)) == ()
-    for name in ("dotprod", "clustering", "packing", "bestfit"):
+    for name in ("dotprod", "clustering", "packing", "fgd-bestfit"):
         pol = prepared(make_policy(name), state)
         assert pol.select(state, share("p", 0, 300)) == (0, (1,))
         assert pol.select(state, whole("w", 0, 2)) == (0, (0, 2))
@@ -513,19 +513,19 @@ def write_csvs(tmp_path: Path) -> tuple[Path, Path]:
 
 def test_simulate_json_shape_and_parallel_equals_serial(tmp_path: Path) -> None:
     nodes, pods = write_csvs(tmp_path)
-    doc = simulate(pods, nodes, "bestfit", [1, 2, 3], processes=2)
-    assert doc["policy"] == "bestfit" and doc["seeds"] == [1, 2, 3] and doc["protocol"] == "fgd"
+    doc = simulate(pods, nodes, "fgd-bestfit", [1, 2, 3], processes=2)
+    assert doc["policy"] == "fgd-bestfit" and doc["seeds"] == [1, 2, 3] and doc["protocol"] == "fgd"
     for s in ("1", "2", "3"):
         per = doc["per_seed"][s]
         assert set(per) >= {"unallocated_gpu_pct", "fragmentation_pct", "frag_rate_pct", "pods", "placed"}
         assert all(isinstance(k, str) for k in per["unallocated_gpu_pct"])
     vals = [doc["per_seed"][s]["unallocated_gpu_pct"]["100"] for s in ("1", "2", "3")]
     assert doc["mean_unallocated_gpu_pct_at_100"] == pytest.approx(sum(vals) / 3, abs=1e-4)
-    serial = simulate(pods, nodes, "bestfit", [1, 2, 3], processes=1)
+    serial = simulate(pods, nodes, "fgd-bestfit", [1, 2, 3], processes=1)
     strip = {s: {k: v for k, v in r.items() if k != "elapsed_s"} for s, r in serial["per_seed"].items()}
     assert strip == {s: {k: v for k, v in r.items() if k != "elapsed_s"} for s, r in doc["per_seed"].items()}
     json.dumps(doc)
-    single = run(pods, nodes, "bestfit", 1)
+    single = run(pods, nodes, "fgd-bestfit", 1)
     assert single.unallocated_gpu_pct_at_100 == vals[0] and single.trace == str(pods)
 
 
@@ -561,7 +561,7 @@ def test_cli_human_output_and_default_policy(tmp_path: Path, capsys: pytest.Capt
     assert cli(["--nodes", str(nodes), "--pods", str(pods), "--seeds", "3", "--processes", "1"]) == 0
     out = capsys.readouterr()
     assert "unallocated GPU at 100% arrived load" in out.out
-    expected = "dynamig" if "dynamig" in policy_names() else "fgd"
+    expected = "fgd"
     assert f"policy {expected}" in out.out
 
 

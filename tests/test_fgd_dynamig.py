@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from dynamig import cli
 from solver.fgd import (
     ClusterState,
-    DynamigPolicy,
+    SharePricingPolicy,
     SimNode,
     SimPod,
     TypicalPods,
@@ -90,7 +90,7 @@ def test_share_goes_to_the_tightest_lossless_gpu() -> None:
     typical = TypicalPods.from_specs(
         [((4000, 650, 1, ()), 10), ((4000, 470, 1, ()), 10), ((4000, 320, 1, ()), 10), ((4000, 1000, 1, ()), 10)]
     )
-    pol = prepared(DynamigPolicy(), state, typical)
+    pol = prepared(SharePricingPolicy(), state, typical)
     assert pol.select(state, share("c", 4000, 320)) == (0, (0,))  # beside the 650, not the 470
     assert pol.select(state, share("d", 4000, 470)) == (0, (1,))  # its partner's gap
     assert pol.select(state, whole("e", 4000, 2)) == (0, (2, 3))
@@ -110,16 +110,16 @@ def test_beats_fgd_by_keeping_cpu_and_memory_for_free_gpus(first: SimNode, cpu_o
     nodes = [first, SimNode("b", 104_000, 524_288, 2, first.model)]
     typical = TypicalPods.from_specs([((8000, 1000, 1, ()), 3), ((1000, 0, 0, ()), 1)])
     pods = [cpu_only] + [whole(f"w{i}", 8000, mem=4096) for i in range(4)]
-    used = {p: feed(p, nodes, typical, pods).used_gpu_milli for p in ("fgd", "dynamig")}
-    assert used == {"fgd": 3000 if why == "cpu" else 2000, "dynamig": 4000}, why
-    state = feed("dynamig", nodes, typical, pods[:1])
+    used = {p: feed(p, nodes, typical, pods).used_gpu_milli for p in ("fgd", "share-pricing")}
+    assert used == {"fgd": 3000 if why == "cpu" else 2000, "share-pricing": 4000}, why
+    state = feed("share-pricing", nodes, typical, pods[:1])
     assert state.pods_on_node.tolist() == [0, 1]  # the CPU-only pod went to the roomy node
 
 
 def test_cpu_only_pods_avoid_cpu_poor_nodes_and_whole_gpus_fill_them() -> None:
     nodes = [SimNode("poor", 16_000, 131_072, 2, "P100"), SimNode("rich", 104_000, 524_288, 2, "T4")]
     state = ClusterState(nodes)
-    pol = prepared(DynamigPolicy(), state, WHOLE_4C)
+    pol = prepared(SharePricingPolicy(), state, WHOLE_4C)
     assert pol.select(state, SimPod("c", 12_000, 1024)) == (1, ())
     # a whole GPU with little CPU: both nodes are fine, the first in order wins
     assert pol.select(state, whole("w", 4000)) == (0, (0,))
@@ -153,15 +153,15 @@ def small_workload(n: int = 150, seed: int = 5) -> list[SimPod]:
 @pytest.mark.parametrize("tie_break", ["first", "random"])
 def test_run_on_small_cluster_is_valid_and_reproducible(tie_break: str) -> None:
     nodes, pods = small_cluster(), small_workload()
-    res = run_loaded(nodes, pods, "dynamig", seed=3, tie_break=tie_break)
+    res = run_loaded(nodes, pods, "share-pricing", seed=3, tie_break=tie_break)
     steps = res.steps
     assert steps is not None
-    assert res.policy == "dynamig" and res.placed + res.failed == res.pods
+    assert res.policy == "share-pricing" and res.placed + res.failed == res.pods
     assert res.used_milli <= res.capacity_milli == 4 * 12 * 1000
     assert np.all(steps.used_milli <= steps.arrived_milli)
     un = res.unallocated_gpu_pct_at_100
     assert un is not None and 0 <= un <= 30
-    again = run_loaded(nodes, pods, "dynamig", seed=3, tie_break=tie_break)
+    again = run_loaded(nodes, pods, "share-pricing", seed=3, tie_break=tie_break)
     assert again.buckets == res.buckets and again.placed == res.placed
 
 
@@ -192,7 +192,7 @@ def test_places_exactly_when_some_node_fits(free: list[list[int]], cpu: list[int
         state.gpu_free_sum[i] = state.gpu_free[i].sum()
         state.gpu_max_free[i] = state.gpu_free[i].max()
         state.full_free[i] = int((state.gpu_free[i] == 1000).sum())
-    pol = prepared(DynamigPolicy(), state, WHOLE_4C)
+    pol = prepared(SharePricingPolicy(), state, WHOLE_4C)
     placement = pol.select(state, pod)
     assert (placement is not None) == bool(state.feasible(pod).any())
     if placement is not None:
@@ -201,7 +201,7 @@ def test_places_exactly_when_some_node_fits(free: list[list[int]], cpu: list[int
 
 def test_learns_only_from_arrived_pods() -> None:
     state = ClusterState(small_cluster())
-    pol = prepared(DynamigPolicy(learn_shares=True), state, WHOLE_4C)
+    pol = prepared(SharePricingPolicy(learn_shares=True), state, WHOLE_4C)
     assert pol.values is not None and pol.values.prices == {}  # the typical pods have no share
     for i in range(64):
         pod = share(f"s{i}", 4000, 500, mem=40_000)
@@ -213,12 +213,12 @@ def test_learns_only_from_arrived_pods() -> None:
 
 
 def test_registered_and_parameters_checked() -> None:
-    assert "dynamig" in policy_names()
-    assert isinstance(make_policy("dynamig"), DynamigPolicy)
+    assert "share-pricing" in policy_names()
+    assert isinstance(make_policy("share-pricing"), SharePricingPolicy)
     with pytest.raises(ValueError):
-        DynamigPolicy(quantum=0)
+        SharePricingPolicy(quantum=0)
     with pytest.raises(RuntimeError):
-        DynamigPolicy().select(ClusterState(small_cluster()), whole("w", 1000))
+        SharePricingPolicy().select(ClusterState(small_cluster()), whole("w", 1000))
 
 
 # ------------------------------------------------------------------ real data, CLI
@@ -226,7 +226,7 @@ def test_registered_and_parameters_checked() -> None:
 def test_default_trace_slice_runs_and_metrics_are_in_range() -> None:
     nodes = load_nodes(DATA / "openb_node_list_gpu_node.csv")[:200]
     pods = load_pods(DATA / "openb_pod_list_default.csv")[:1200]
-    res = run_loaded(nodes, pods, "dynamig", seed=42, keep_steps=False)
+    res = run_loaded(nodes, pods, "share-pricing", seed=42, keep_steps=False)
     fgd = run_loaded(nodes, pods, "fgd", seed=42, keep_steps=False)
     un, un_fgd = res.unallocated_gpu_pct_at_100, fgd.unallocated_gpu_pct_at_100
     assert un is not None and un_fgd is not None
@@ -252,10 +252,10 @@ def write_csvs(tmp_path: Path) -> tuple[Path, Path]:
 
 def test_cli_simulate_policy_dynamig(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     nodes, pods = write_csvs(tmp_path)
-    argv = ["simulate", "--nodes", str(nodes), "--pods", str(pods), "--policy", "dynamig"]
+    argv = ["simulate", "--nodes", str(nodes), "--pods", str(pods), "--policy", "share-pricing"]
     assert cli.main([*argv, "--seeds", "1-2", "--processes", "1", "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
-    assert doc["policy"] == "dynamig" and doc["seeds"] == [1, 2]
+    assert doc["policy"] == "share-pricing" and doc["seeds"] == [1, 2]
     assert 0 <= doc["mean_unallocated_gpu_pct_at_100"] <= 30
     assert cli.main([*argv, "--seeds", "3", "--processes", "1"]) == 0
-    assert "policy dynamig" in capsys.readouterr().out
+    assert "policy share-pricing" in capsys.readouterr().out

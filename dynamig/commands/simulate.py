@@ -1,16 +1,21 @@
 """``dynamig simulate``: what-if replay of a workload against a cluster under a placement policy.
 
-``--protocol fgd`` (the only protocol so far) is the FGD paper's evaluation on the Alibaba "openb"
+``--protocol churn`` is the live cluster (``solver.sim.churn``, ``docs/churn.md``): Poisson arrivals
+at offered loads ``--load``, trace durations, departures, a FIFO queue retried when capacity frees,
+a re-cut delay; it needs ``--inventory`` (or ``--nodes`` with ``--mig-model``). ``--protocol fgd``
+(the default) is the FGD paper's evaluation on the Alibaba "openb"
 trace (``shared/data/openb/README.md`` §7): each seed is one run (shuffle, tune to 1.3× the GPU
 capacity, place pods one at a time, no departures), seeds run in parallel processes. Output:
 unallocated GPU % and fragmentation per arrived-load bucket, per seed, and the mean over seeds at
 100 % arrived load. Three ways to run it:
 
 * ``--nodes NODES.csv --pods PODS.csv``: the FGD reproduction on the openb node list with the FGD
-  paper's policies (random, dotprod, clustering, packing, bestfit, fgd);
+  paper's policies (random, dotprod, clustering, packing, fgd-bestfit, fgd) and the research
+  policy share-pricing;
 * ``--nodes NODES.csv --mig-model A100-SXM4-80GB --pods PODS.csv``: the MIG variant: every node's
   GPUs replaced by that model in mig mode, shares mapped to the smallest serving MIG instance,
-  every GPU pod planned by the planner's policies (dynamig, hami-legacy, hami-v210, bestfit);
+  every GPU pod placed by a cluster-state policy (dynamig = solver.plan, hami-legacy, hami-v210,
+  dra-firstfit, bestfit);
   ``--scale`` keeps a fraction of the nodes (pods are tuned to the same 1.3× ratio);
 * ``--inventory CLUSTER.yaml --pods PODS.{csv,yaml}``: any inventory (mig and hami-core nodes), pods
   from an openb CSV or Pod manifests, planned as in the MIG variant.
@@ -30,13 +35,15 @@ import sys
 from typing import Any
 
 from models.errors import DynamigError
-from solver.fgd import BASELINE_POLICIES, RunResult, policy_names, simulate
+from solver.fgd import RunResult, policy_names, simulate
 from solver.fgd.policy import TIE_BREAKS
 from solver.openb import OpenbFormatError
-from solver.planner import POLICIES as PLANNER_POLICIES
+from solver.policies import CLUSTER_POLICIES, MILLI_POLICIES
 from solver.whatif.mapping import MIG_MODELS
 
-PROTOCOLS = ("fgd",)
+from .simulate_churn import add_churn_arguments, run_churn_command
+
+PROTOCOLS = ("fgd", "churn")
 DEFAULT_SEEDS = "42-51"
 PLANNER_POLICY = "dynamig"
 REPORT_BUCKETS = (50, 70, 80, 90, 95, 100, 105, 110, 120, 130)
@@ -94,9 +101,10 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--policy",
         metavar="P",
-        help=f"placement policy. --nodes alone (FGD reproduction): {', '.join(BASELINE_POLICIES)} (default: "
-        f"{PLANNER_POLICY} when registered there, else fgd); --mig-model or --inventory: "
-        f"{', '.join(PLANNER_POLICIES)} (default {PLANNER_POLICY})",
+        help=f"placement policy (one registry, solver.policies). --nodes alone (FGD reproduction): "
+        f"{', '.join(MILLI_POLICIES)} (default fgd); --mig-model or --inventory: "
+        f"{', '.join(CLUSTER_POLICIES)} (default {PLANNER_POLICY}); --protocol churn: a comma list of "
+        f"those or all (default all)",
     )
     p.add_argument(
         "--seeds",
@@ -133,6 +141,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                    help="MIG/inventory runs: planner time budget per pod (default 200)")
     p.add_argument("--plot", metavar="FILE.png", help="also plot unallocated GPU vs arrived load (median over seeds)")
     p.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    add_churn_arguments(p)
     return p
 
 
@@ -152,16 +161,10 @@ def _fail(message: str, code: int = 1) -> int:
 
 
 def _policy(args: argparse.Namespace) -> str | None:
-    known = policy_names()
+    """The FGD-reproduction policy (``--nodes`` alone): a ``milli`` policy of the one registry."""
     if args.policy is None:
-        if PLANNER_POLICY in known:
-            return PLANNER_POLICY
-        print(
-            f"dynamig simulate: note: policy {PLANNER_POLICY!r} is not available yet; using 'fgd'",
-            file=sys.stderr,
-        )
         return "fgd"
-    if args.policy not in known:
+    if args.policy not in MILLI_POLICIES or args.policy not in policy_names():
         return None
     return str(args.policy)
 
@@ -201,19 +204,36 @@ def _whatif_mode(args: argparse.Namespace) -> bool:
     return bool(args.inventory or args.mig_model)
 
 
+def _churn_policies(text: str | None) -> list[str] | str:
+    """``--policy`` of the churn protocol: a comma list or ``all`` (default: every cluster policy)."""
+    from solver.policies import CLUSTER_POLICIES
+
+    if text is None or text == "all":
+        return list(CLUSTER_POLICIES)
+    out = [p.strip() for p in text.split(",") if p.strip()]
+    if not out or len(set(out)) != len(out):
+        return f"bad --policy list {text!r}"
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
     if args.plot and not _plots_available():
         return _fail("--plot needs matplotlib: pip install 'dynamig[plots]'", 2)
+    if args.protocol == "churn":
+        policies = _churn_policies(args.policy)
+        if isinstance(policies, str):
+            return _fail(policies, 2)
+        return run_churn_command(args, policies)
     if _whatif_mode(args):
         return run_whatif(args)
-    if args.policy in PLANNER_POLICIES and args.policy not in policy_names():
+    if args.policy in CLUSTER_POLICIES:
         return _fail(f"policy {args.policy!r} plans MIG/hami-core GPUs: add --mig-model MODEL or use --inventory", 2)
     for path in (args.nodes, args.pods):
         if not os.path.isfile(path):
             return _fail(f"{path}: no such file")
     policy = _policy(args)
     if policy is None:
-        return _fail(f"unknown policy {args.policy!r} (known: {', '.join(policy_names())})", 2)
+        return _fail(f"unknown policy {args.policy!r} (known: {', '.join(MILLI_POLICIES)})", 2)
     if args.tune <= 0:
         return _fail(f"--tune must be > 0, got {args.tune}", 2)
 
@@ -317,8 +337,8 @@ def run_whatif(args: argparse.Namespace) -> int:
     if args.mig_model and args.inventory:
         return _fail("--mig-model rewrites the --nodes list; an --inventory states its own GPUs", 2)
     policy = args.policy or PLANNER_POLICY
-    if policy not in PLANNER_POLICIES:
-        return _fail(f"unknown policy {policy!r} for MIG/inventory runs (known: {', '.join(PLANNER_POLICIES)})", 2)
+    if policy not in CLUSTER_POLICIES:
+        return _fail(f"unknown policy {policy!r} for MIG/inventory runs (known: {', '.join(CLUSTER_POLICIES)})", 2)
     if args.tune < 0:
         return _fail(f"--tune must be >= 0 (0: no tuning), got {args.tune}", 2)
     for path in (args.nodes or args.inventory, args.pods):

@@ -7,7 +7,8 @@ results. Public API:
 * :func:`simulate` ``(trace_csv, nodes_csv, policy, seeds, processes) -> dict`` — many seeds in
   parallel processes, aggregated into the JSON document of DESIGN §8;
 * :class:`Policy` / :func:`register_policy` — the plug-in interface; the six built-in policies are
-  ``random``, ``dotprod``, ``clustering``, ``packing``, ``bestfit`` and ``fgd``.
+  ``random``, ``dotprod``, ``clustering``, ``packing``, ``fgd-bestfit`` (the paper's BestFit) and ``fgd``;
+  the research policy ``share-pricing`` (:class:`SharePricingPolicy`) is registered too.
 
 Equal node scores go, by default, to the first node in the seeded node order, as in the FGD
 artifact (its kube-scheduler fork picks the smallest node name; README §7.3 inferred uniform
@@ -22,7 +23,7 @@ from solver.fgd.baselines import (
     RandomPolicy,
 )
 from solver.fgd.cluster import ClusterState, PlacementError, SimNode
-from solver.fgd.dynamig_policy import DynamigPolicy as DynamigPolicy
+from solver.fgd.dynamig_policy import SharePricingPolicy as SharePricingPolicy
 from solver.fgd.fgdscore import FGDPolicy
 from solver.fgd.frag import FragModel, FragTracker, classify, fragment
 from solver.fgd.metrics import Buckets, StepLog, bucketize
@@ -39,7 +40,7 @@ from solver.fgd.policy import (
 from solver.fgd.runner import DEFAULT_TUNE_RATIO, RunResult, aggregate, run, run_loaded, simulate
 from solver.fgd.workload import SimPod, TypicalPods, shuffle_and_tune, typical_pods
 
-BASELINE_POLICIES = ("random", "dotprod", "clustering", "packing", "bestfit", "fgd")
+BASELINE_POLICIES = ("random", "dotprod", "clustering", "packing", "fgd-bestfit", "fgd")
 
 __all__ = [
     "BASELINE_POLICIES",
@@ -60,6 +61,7 @@ __all__ = [
     "PolicyFactory",
     "RandomPolicy",
     "RunResult",
+    "SharePricingPolicy",
     "SimNode",
     "SimPod",
     "StepLog",

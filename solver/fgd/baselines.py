@@ -1,4 +1,5 @@
-"""The FGD paper's baseline policies (README §7.4): random, dotprod, clustering, packing, bestfit.
+"""The FGD paper's baseline policies (README §7.4): random, dotprod, clustering, packing,
+fgd-bestfit (the paper's BestFit).
 
 Each scores every node at once with numpy (integer scores, higher wins, exactly the upstream
 plugin arithmetic); the filter mask picks the candidates and :meth:`Policy.pick` the winner (ties:
@@ -144,7 +145,7 @@ class BestFitPolicy(ScoredPolicy):
     """BestFit: ``s = 0.5·(C − cpu)/128000 + 0.5·(L − gpu)/8000``, raw ``int(100·(1 − s))``,
     min-max normalised over the feasible nodes to 0..100 (all equal → 0)."""
 
-    name = "bestfit"
+    name = "fgd-bestfit"
 
     @staticmethod
     def raw_scores(state: ClusterState, pod: SimPod) -> I64:

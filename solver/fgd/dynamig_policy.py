@@ -1,9 +1,11 @@
-"""The ``dynamig`` policy on the FGD protocol: share pairing by cutting-stock prices, plus a
-CPU/host-memory stranding penalty, with FGD's tie rule (first node in the seeded order).
+"""The ``share-pricing`` research policy on the FGD protocol (was ``dynamig`` here; the name
+``dynamig`` now means :func:`solver.plan` everywhere, and this idea moves into the planner):
+share pairing by cutting-stock prices, plus a CPU/host-memory stranding penalty, with FGD's tie
+rule (first node in the seeded order).
 
 Online, one pod at a time, no departures, no retries, and no look at pods that have not arrived:
 the policy sees the cluster, the pod in hand, the typical-pod distribution (what FGD also uses) and
-statistics of the pods that have arrived so far (:meth:`DynamigPolicy.observe`). It places every
+statistics of the pods that have arrived so far (:meth:`SharePricingPolicy.observe`). It places every
 pod that some node can take.
 
 Why FGD leaves GPUs unallocated. On the default trace FGD ends (100 % arrived load) with about 300
@@ -66,7 +68,7 @@ from solver.fgd.workload import SimPod, TypicalPods
 from solver.openb import MILLI_PER_GPU
 
 __all__ = [
-    "DynamigPolicy",
+    "SharePricingPolicy",
     "ShareValues",
     "cutting_stock_duals",
     "knapsack_values",
@@ -170,7 +172,7 @@ class ShareValues:
         return out
 
 
-class DynamigPolicy(Policy):
+class SharePricingPolicy(Policy):
     """See the module docstring. Parameters (defaults were tuned on seeds 0–4 only):
 
     * ``quantum``: costs are rounded to this many milli-GPU before ties go to the first node;
@@ -181,7 +183,7 @@ class DynamigPolicy(Policy):
       typical pods' distribution is kept); CPU/memory ratios and CPU pressure are always learned.
     """
 
-    name = "dynamig"
+    name = "share-pricing"
     REFRESH_AT = (64, 256, 1024, 4096)
     REFRESH_EVERY = 4096
     PRIOR_PODS = 256  # weight of the typical-pod prior, in pods
@@ -334,7 +336,7 @@ class DynamigPolicy(Policy):
 
     def select(self, state: ClusterState, pod: SimPod) -> Placement | None:
         if self.values is None:
-            raise RuntimeError("DynamigPolicy.prepare() was not called")
+            raise RuntimeError("SharePricingPolicy.prepare() was not called")
         feasible = state.feasible(pod)
         idx = np.flatnonzero(feasible)
         if idx.size == 0:
@@ -351,4 +353,4 @@ class DynamigPolicy(Policy):
         return node, state.lowest_full_gpus(node, pod.num_gpu)
 
 
-register_policy(DynamigPolicy.name, DynamigPolicy)
+register_policy(SharePricingPolicy.name, SharePricingPolicy)

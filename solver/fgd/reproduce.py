@@ -24,13 +24,13 @@ from solver.fgd.runner import DEFAULT_TUNE_RATIO, simulate
 
 __all__ = ["PUBLISHED", "PUBLISHED_MEDIANS", "reproduce", "to_markdown"]
 
-POLICIES = ("random", "dotprod", "clustering", "packing", "bestfit", "fgd")
+POLICIES = ("random", "dotprod", "clustering", "packing", "fgd-bestfit", "fgd")
 LABELS = {
     "random": "Random",
     "dotprod": "DotProd",
     "clustering": "Clustering",
     "packing": "Packing",
-    "bestfit": "BestFit",
+    "fgd-bestfit": "BestFit",
     "fgd": "FGD",
 }
 NODES_CSV = "openb_node_list_gpu_node.csv"
@@ -42,7 +42,7 @@ PUBLISHED: dict[str, tuple[float, float]] = {
     "dotprod": (9.38, 0.18),
     "clustering": (8.35, 0.58),
     "packing": (8.22, 0.50),
-    "bestfit": (7.14, 0.14),
+    "fgd-bestfit": (7.14, 0.14),
     "fgd": (4.77, 0.10),
 }
 """Unallocated GPU % at 100 % arrived load on the default trace, mean (sd) of 10 seeds
@@ -57,7 +57,7 @@ PUBLISHED_MEDIANS: dict[str, dict[int, float]] = {
                    130: 8.21},
     "packing": {50: 49.99, 70: 30.01, 80: 19.99, 90: 10.00, 95: 8.23, 100: 8.20, 105: 8.15, 110: 8.12, 120: 8.05,
                 130: 7.94},
-    "bestfit": {50: 49.99, 70: 30.01, 80: 19.99, 90: 9.99, 95: 7.14, 100: 7.09, 105: 7.05, 110: 7.02, 120: 6.96,
+    "fgd-bestfit": {50: 49.99, 70: 30.01, 80: 19.99, 90: 9.99, 95: 7.14, 100: 7.09, 105: 7.05, 110: 7.02, 120: 6.96,
                 130: 6.89},
     "fgd": {50: 49.99, 70: 30.01, 80: 19.99, 90: 10.00, 95: 5.09, 100: 4.77, 105: 4.70, 110: 4.68, 120: 4.63,
             130: 4.60},
@@ -69,7 +69,7 @@ PUBLISHED_FRAG: dict[str, dict[int, tuple[float, float]]] = {
     "dotprod": {50: (12.07, 24.13), 80: (10.14, 50.82), 90: (9.45, 94.44), 100: (9.34, 99.25), 130: (9.11, 99.30)},
     "clustering": {50: (12.12, 24.27), 80: (9.34, 46.70), 90: (8.46, 84.48), 100: (8.28, 98.60), 130: (8.05, 98.77)},
     "packing": {50: (11.98, 23.97), 80: (9.22, 46.17), 90: (8.33, 83.42), 100: (8.12, 99.07), 130: (7.89, 99.08)},
-    "bestfit": {50: (10.81, 21.63), 80: (8.21, 41.08), 90: (7.35, 73.62), 100: (7.02, 98.98), 130: (6.82, 99.04)},
+    "fgd-bestfit": {50: (10.81, 21.63), 80: (8.21, 41.08), 90: (7.35, 73.62), 100: (7.02, 98.98), 130: (6.82, 99.04)},
     "fgd": {50: (8.95, 17.90), 80: (5.97, 29.89), 90: (5.01, 49.87), 100: (4.73, 99.23), 130: (4.56, 99.28)},
 }
 """Fragmentation medians (Frag/Total %, frag rate %), default trace (README §8)."""
@@ -77,9 +77,9 @@ PUBLISHED_FRAG: dict[str, dict[int, tuple[float, float]]] = {
 
 ARTIFACT_SPOT_CHECKS: dict[tuple[str, str], dict[int, float]] = {
     ("default", "random"): {42: 13.83},
-    ("cpu250", "bestfit"): {44: 8.87},
+    ("cpu250", "fgd-bestfit"): {44: 8.87},
     ("cpu250", "fgd"): {42: 6.71, 43: 6.18, 44: 7.16},
-    ("gpuspec33", "bestfit"): {42: 19.77, 43: 19.96},
+    ("gpuspec33", "fgd-bestfit"): {42: 19.77, 43: 19.96},
     ("gpuspec33", "fgd"): {42: 12.13},
 }
 """Unallocated GPU % at 100 % from a few per-seed rows of the artifact's
@@ -116,7 +116,7 @@ def reproduce(
     *,
     seeds: Sequence[int] = tuple(range(42, 52)),
     variant_seeds: Sequence[int] = (42, 43, 44),
-    variant_policies: Sequence[str] = ("fgd", "bestfit"),
+    variant_policies: Sequence[str] = ("fgd", "fgd-bestfit"),
     variants: Sequence[str] | None = None,
     processes: int | None = None,
     random_ties: bool = True,
@@ -320,7 +320,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=Path("docs"), help="where to write fgd_reproduction.{json,md}")
     ap.add_argument("--seeds", type=_seed_list, default=_seed_list("42-51"))
     ap.add_argument("--variant-seeds", type=_seed_list, default=_seed_list("42-44"))
-    ap.add_argument("--variant-policies", default="fgd,bestfit", help="comma list, or 'all'")
+    ap.add_argument("--variant-policies", default="fgd,fgd-bestfit", help="comma list, or 'all'")
     ap.add_argument("--variants", default=None, help="comma list of trace names (default: every other pod list)")
     ap.add_argument("--processes", type=int, default=None)
     ap.add_argument("--no-random-ties", action="store_true", help="skip the random tie-break comparison")

@@ -1,4 +1,4 @@
-"""One what-if run (the FGD protocol through :func:`solver.plan`) and many seeds in parallel.
+"""One what-if run (the FGD protocol through a cluster-state policy of :mod:`solver.policies`)
 
 Per run (README §7.2, RNG ``numpy.random.default_rng(seed)`` drawn in this order): shuffle and
 tune the pods to ``tune_ratio ×`` the GPU capacity, permute the node order (nodes are renamed
@@ -8,7 +8,7 @@ time, no departures, no retries:
 * ``arrived += demand`` (failed pods count as arrived);
 * CPU-only pod: the ``LeastAllocated`` node with room for its CPU and memory, or failed;
 * GPU pod: the nodes with room for its CPU and memory are the candidates of
-  ``solver.plan(state, pod, config, nodes=candidates)``; a placed plan is applied
+  the policy's placer (``solver.plan`` for ``dynamig``) with ``nodes=candidates``; a placed plan is applied
   (``models.plan.apply_plan``) and the node's CPU and memory taken; otherwise the pod fails;
 * log the arrived demand and the allocated amounts (:mod:`.metrics`).
 
@@ -41,7 +41,8 @@ from models.types import NodeMode
 from solver.bench import percentile
 from solver.fgd.workload import SimPod, shuffle_and_tune
 from solver.openb import MILLI_PER_GPU
-from solver.planner import PlannerConfig, plan
+from solver.planner import PlannerConfig
+from solver.policies import placer
 
 from .cluster import Hosts, ordered_inventory
 from .metrics import UNALLOCATED_DEFINITIONS, WhatifBuckets, WhatifLog, node_allocation
@@ -91,8 +92,9 @@ class RunSpec:
         return self.total_gpus * MILLI_PER_GPU
 
     def config(self) -> PlannerConfig:
-        return PlannerConfig(policy=self.policy, templates=self.inventory.templates,
-                             layouts_any=self.inventory.layouts_any, time_budget_ms=self.time_budget_ms)
+        """Templates, layouts and budget; the policy itself comes from :func:`solver.policies.placer`."""
+        return PlannerConfig(templates=self.inventory.templates, layouts_any=self.inventory.layouts_any,
+                             time_budget_ms=self.time_budget_ms)
 
 
 def workload_for(spec: RunSpec, rng: np.random.Generator) -> list[Job]:
@@ -170,7 +172,7 @@ def run_once(spec: RunSpec, seed: int, progress: Progress | None = None, keep_lo
     inv = ordered_inventory(spec.inventory, rng)
     state = state_from_inventory(inv)
     hosts = Hosts(inv.nodes)
-    cfg = spec.config()
+    place = placer(spec.policy, spec.config())
     alloc = {n.name: (0.0, 0.0) for n in state.nodes}
     used_c = used_m = 0.0
     used_d = arrived = 0
@@ -198,7 +200,7 @@ def run_once(spec: RunSpec, seed: int, progress: Progress | None = None, keep_lo
                 failed_gpu += 1
             else:
                 t = time.perf_counter()
-                p = plan(state, job.request, cfg, nodes=cands)
+                p = place(state, job.request, cands)
                 lat.append((time.perf_counter() - t) * 1000.0)
                 status[p.status] = status.get(p.status, 0) + 1
                 if p.placed:
@@ -275,7 +277,7 @@ def simulate(spec: RunSpec, seeds: Sequence[int], processes: int | None = None, 
         raise ValueError("no seeds to run")
     if len(set(seeds)) != len(seeds):
         raise ValueError("duplicate seeds")
-    spec.config()  # fail fast on an unknown policy
+    placer(spec.policy, spec.config())  # fail fast on an unknown (or milli-model) policy
     procs = processes if processes and processes > 0 else (os.cpu_count() or 1)
     procs = min(procs, len(seeds))
     results: list[WhatifResult] = []

@@ -17,7 +17,20 @@ from .mapping import mig_inventory_nodes
 from .runner import RunSpec
 from .workload import Job
 
-__all__ = ["inventory_spec", "mig_spec"]
+__all__ = ["inventory_spec", "mig_spec", "openb_ref_memory"]
+
+
+def openb_ref_memory(inv: Inventory) -> int | None:
+    """What 100 % of a GPU means for an openb share on this inventory: with one GPU model, that
+    model's full-GPU memory (MiB requests, exactly what the MIG variant of the node list asks, so
+    the node-list path and an inventory of the same cluster agree); with several models, None
+    (memory percentages, valid on every model)."""
+    models = {m for n in inv.nodes for m, _ in n.gpus}
+    if len(models) != 1:
+        return None
+    from .runner import reference_memory
+
+    return reference_memory(inv)
 
 
 def _sim(pods: Sequence[OpenbPod | SimPod]) -> tuple[SimPod, ...]:
@@ -39,8 +52,9 @@ def mig_spec(nodes: Sequence[OpenbNode], pods: Sequence[OpenbPod | SimPod], mig_
 def inventory_spec(inv: Inventory, pods: Sequence[OpenbPod | SimPod] | Sequence[Job], policy: str = "dynamig", *,
                    scale: float = 1.0, layouts_any: bool | None = None, tune_ratio: float = 1.3,
                    time_budget_ms: float = 200.0) -> RunSpec:
-    """An inventory-driven run: openb pods become memory-percentage requests (the cluster may mix
-    models and modes); jobs (e.g. from Pod YAML) are taken as they are."""
+    """An inventory-driven run: openb pods become requests as :func:`openb_ref_memory` says (MiB
+    on a one-model cluster, memory percentages on a mixed one); jobs (e.g. from Pod YAML) are
+    taken as they are."""
     inv = replace(inv, nodes=scale_nodes(inv.nodes, scale))
     if layouts_any is not None:
         inv = replace(inv, layouts_any=layouts_any)
@@ -49,5 +63,5 @@ def inventory_spec(inv: Inventory, pods: Sequence[OpenbPod | SimPod] | Sequence[
         items = tuple(p for p in pods if isinstance(p, Job))
     else:
         items = _sim([p for p in pods if not isinstance(p, Job)])
-    return RunSpec(inv, items, policy, tune_ratio, None, time_budget_ms,
+    return RunSpec(inv, items, policy, tune_ratio, openb_ref_memory(inv), time_budget_ms,
                    (("inventory", inv.source), ("scale", scale), ("variant", "inventory")))
