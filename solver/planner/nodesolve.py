@@ -18,6 +18,7 @@ from models.types import Node
 
 from .context import NODE_POLICY_MULT, Context
 from .costs import PERMILLE
+from .objective import fragmentation
 from .patterns import Pattern, Radix, copies, radix, table
 from .reasons import explain
 from .shapes import Shape
@@ -36,6 +37,15 @@ class NodeResult:
 
 def node_cost(shape: Shape, view: NodeView) -> int:
     return PERMILLE - view.usage if shape.node_policy == "binpack" else view.usage
+
+
+def node_frag(ctx: Context, view: NodeView, q: Query) -> int:
+    """The fragmentation level's node term (host stranding, CPU pressure) of the pod on this node."""
+    w = ctx.workload
+    if not (w.cpu_per_gpu_milli or w.mem_per_gpu_milli):
+        return 0
+    return fragmentation.node(ctx, view.node, view.free_gpu(ctx), q.containers, q.pod.cpu_milli,
+                              q.pod.host_memory_mib)
 
 
 @dataclass(frozen=True)
@@ -82,10 +92,11 @@ def solve_node(ctx: Context, view: NodeView, q: Query) -> NodeResult:
     if res.cost is None:
         return res
     extra = node_cost(q.shape, view) * NODE_POLICY_MULT
-    if not extra:
+    fextra = node_frag(ctx, view, q)
+    if not extra and not fextra:
         return res
-    comps = _plus(res.comps, extra)
-    return NodeResult(res.node, res.cost + extra * ctx.weights[3], comps, res.choice)
+    comps = _plus(res.comps, extra, fextra)
+    return NodeResult(res.node, res.cost + extra * ctx.weights[3] + fextra * ctx.weights[2], comps, res.choice)
 
 
 def _solve(ctx: Context, view: NodeView, node: Node, q: Query, per_gpu: bool) -> NodeResult:
@@ -185,7 +196,8 @@ def quick_costs(ctx: Context, views: list[NodeView], q: Query) -> list[tuple[int
                 cap += c[1] * len(gr.gpus)
                 if best is None or c[0] < best:
                     best = c[0]
-        out.append(None if best is None else (best + node_cost(q.shape, view) * weight, cap))
+        out.append(None if best is None else
+                   (best + node_cost(q.shape, view) * weight + node_frag(ctx, view, q) * ctx.weights[2], cap))
     return out
 
 
@@ -211,12 +223,13 @@ def _convolve(cur: list[tuple[int, tuple[tuple[int, tuple[int, ...]], ...]] | No
     return out
 
 
-def _plus(comps: tuple[int, ...], policy_extra: int) -> tuple[int, ...]:
-    return (comps[0], comps[1], comps[2], comps[3] + policy_extra, comps[4])
+def _plus(comps: tuple[int, ...], policy_extra: int, frag_extra: int = 0) -> tuple[int, ...]:
+    return (comps[0], comps[1], comps[2] + frag_extra, comps[3] + policy_extra, comps[4])
 
 
 def _add(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(x + y for x, y in zip(a, b, strict=True))
 
 
-__all__ = ["NodeResult", "Query", "Radix", "make_query", "node_cost", "quick_costs", "reason_for", "solve_node"]
+__all__ = ["NodeResult", "Query", "Radix", "make_query", "node_cost", "node_frag", "quick_costs", "reason_for",
+           "solve_node"]

@@ -27,7 +27,14 @@ class SingleOutcome:
     fallback: bool  # the budget ran out before any feasible node; the first feasible one was taken
 
 
-def candidate_nodes(state: ClusterState, nodes: Sequence[str] | None) -> tuple[list[str], list[tuple[str, str]]]:
+def candidate_nodes(state: ClusterState, nodes: Sequence[str] | None, tie: str = "name"
+                    ) -> tuple[list[str], list[tuple[str, str]]]:
+    """The candidate nodes in tie order (equal costs go to the earlier one): sorted by name, or,
+    with ``tie="order"``, as given (the state's order when ``nodes`` is None)."""
+    if tie == "order":
+        given = [n.name for n in state.nodes] if nodes is None else list(dict.fromkeys(nodes))
+        return [n for n in given if state.has_node(n)], [
+            (n, "unknown node (not in the cluster state)") for n in sorted(set(given)) if not state.has_node(n)]
     if nodes is None:
         return sorted(n.name for n in state.nodes), []
     names = sorted(set(nodes))

@@ -59,6 +59,15 @@ class NodeView:
     groups: tuple[GpuGroup, ...]
     usage: int  # mean GPU usage, per-mille
     results: dict[Any, Any] = field(default_factory=dict)  # per-shape node results
+    _free_gpu: int | None = None
+
+    def free_gpu(self, ctx: Context) -> int:
+        """Free GPU capacity of the node, per-mille (the stranding term's ``G``)."""
+        if self._free_gpu is None:
+            from .objective.fragmentation import node_free_gpu
+
+            self._free_gpu = node_free_gpu(ctx, self.node)
+        return self._free_gpu
 
 
 def node_view(ctx: Context, node: Node) -> NodeView:
