@@ -34,6 +34,9 @@ class PlannerConfig:
     nodes; ``auto``: ``dp``). ``workload``: the expected request mix and host ratios that the
     fragmentation level keeps capacity for (:class:`~solver.planner.workload.Workload`; learn one
     online with :class:`~solver.planner.workload.OnlineWorkload`). ``tie``: see :data:`TIES`.
+    ``tie_quantum``: on the single-pod path, nodes whose fragmentation values round to the same
+    multiple of this many per-mille of a GPU count as tied on that level (FGD's coarse integer
+    score does the same); 1 = exact. The batch model always compares exact values.
     ``batch_candidates``: in batch mode, the best nodes kept per pod type (x pods of the type + this).
     """
 
@@ -48,6 +51,7 @@ class PlannerConfig:
     workload: Workload = DEFAULT_WORKLOAD
     batch_candidates: int = 2
     tie: str = "name"
+    tie_quantum: int = 1
 
     def __post_init__(self) -> None:
         unknown = [o for o in self.objective if o not in OBJECTIVES]
@@ -63,5 +67,7 @@ class PlannerConfig:
             raise ValueError("workers must be at least 1")
         if not isinstance(self.workload, Workload):
             raise ValueError("workload must be a solver.planner.workload.Workload")
+        if self.tie_quantum < 1:
+            raise ValueError("tie_quantum must be at least 1")
         if self.tie not in TIES:
             raise ValueError(f"unknown tie rule {self.tie!r}; known: {', '.join(TIES)}")

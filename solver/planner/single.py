@@ -45,6 +45,16 @@ def candidate_nodes(state: ClusterState, nodes: Sequence[str] | None, tie: str =
 def solve_single(ctx: Context, state: ClusterState, pod: PodRequest, names: list[str], deadline: float,
                  explain: bool = True) -> SingleOutcome:
     q = make_query(ctx, pod)
+    quantum = ctx.config.tie_quantum
+    wf = ctx.weights[2]
+
+    def key(r: NodeResult) -> int:
+        assert r.cost is not None
+        if quantum == 1 or not wf:
+            return r.cost
+        f = r.comps[2]
+        return r.cost + ((f + quantum // 2) // quantum * quantum - f) * wf
+
     best: NodeResult | None = None
     reasons: list[tuple[str, str]] = []
     expired = False
@@ -60,7 +70,7 @@ def solve_single(ctx: Context, state: ClusterState, pod: PodRequest, names: list
         if res.cost is None:
             if explain:
                 reasons.append((name, reason_for(ctx, view, q)))
-        elif best is None or res.cost < best.cost:  # type: ignore[operator]
+        elif best is None or key(res) < key(best):
             best = res
             if expired:
                 return SingleOutcome(best, reasons, False, True)
