@@ -221,7 +221,20 @@ class Context:
 _CONTEXTS: dict[tuple[PlannerConfig, bool], Context] = {}
 
 
+_LAST: list[tuple[PlannerConfig, bool, Context]] = []
+
+
 def context_for(config: PlannerConfig, layouts_any: bool) -> Context:
+    """The cached tables of ``config`` (the same object as last time: no hashing at all; hashing a
+    configuration with its templates costs most of a millisecond)."""
+    if _LAST and _LAST[0][0] is config and _LAST[0][1] == layouts_any:
+        return _LAST[0][2]
+    ctx = _context_for(config, layouts_any)
+    _LAST[:] = [(config, layouts_any, ctx)]
+    return ctx
+
+
+def _context_for(config: PlannerConfig, layouts_any: bool) -> Context:
     key = (config, layouts_any)
     ctx = _CONTEXTS.get(key)
     if ctx is None:

@@ -59,6 +59,7 @@ class Query:
     fkey: int  # class eligibility key (mode and type filters)
     ckey: int  # pattern-table key (the containers' requests)
     units: dict[int, Pattern | None] = field(default_factory=dict, compare=False, hash=False)  # per class
+    caps: dict[int, int] = field(default_factory=dict, compare=False, hash=False)  # per class: units per GPU
 
 
 def make_query(ctx: Context, pod: PodRequest) -> Query:
@@ -87,7 +88,7 @@ def solve_node(ctx: Context, view: NodeView, q: Query) -> NodeResult:
             v = build_view(ctx, view.node, split=lambda g: gpu_allowed(pod, g) is None)
             res = _solve(ctx, v, view.node, q, per_gpu=True)
         else:
-            res = _solve(ctx, view, view.node, q, per_gpu=False)
+            res = _shared(ctx, view, q)
         view.results[q.rkey] = res
     if res.cost is None:
         return res
@@ -97,6 +98,20 @@ def solve_node(ctx: Context, view: NodeView, q: Query) -> NodeResult:
         return res
     comps = _plus(res.comps, extra, fextra)
     return NodeResult(res.node, res.cost + extra * ctx.weights[3] + fextra * ctx.weights[2], comps, res.choice)
+
+
+def _shared(ctx: Context, view: NodeView, q: Query) -> NodeResult:
+    """The node's answer, shared by every node with the same GPU classes and counts (identical
+    nodes are solved once per pod shape; the answer is re-bound to this node's GPUs)."""
+    key = ("nres", view.signature, q.rkey)
+    got = ctx.cache.get(key)
+    if got is None:
+        res = _solve(ctx, view, view.node, q, per_gpu=False)
+        pos = {id(gr): i for i, gr in enumerate(view.groups)}
+        ctx.cache[key] = (res.cost, res.comps, tuple((pos[id(gr)], pats) for gr, pats in res.choice))
+        return res
+    cost, comps, choice = got
+    return NodeResult(view.node.name, cost, comps, tuple((view.groups[i], pats) for i, pats in choice))
 
 
 def _solve(ctx: Context, view: NodeView, node: Node, q: Query, per_gpu: bool) -> NodeResult:
@@ -156,6 +171,27 @@ def _solve(ctx: Context, view: NodeView, node: Node, q: Query, per_gpu: bool) ->
             comps = _add(comps, p.comps)
         choice.append((gr, pats))
     return NodeResult(node.name, final[0], comps, tuple(choice))
+
+
+def unit_capacity(ctx: Context, view: NodeView, q: Query) -> int:
+    """For a one-container pod without UUID filters: an upper bound on how many of its units the
+    node can host (per class, the most one GPU takes, times the class's GPUs). Fewer than the pod
+    asks: the node cannot take it, and the exact solve is skipped."""
+    caps = q.caps
+    c0 = q.containers[0]
+    policy = q.shape.gpu_policy
+    total = 0
+    for gr in view.groups:
+        uid = gr.info.uid
+        c = caps.get(uid)
+        if c is None:
+            c = 0
+            if _allowed(ctx, gr, q) is None:
+                got = best_unit(ctx, gr.info, c0, policy)
+                c = got[1] if got is not None else 0
+            caps[uid] = c
+        total += c * len(gr.gpus)
+    return total
 
 
 def reason_for(ctx: Context, view: NodeView, q: Query) -> str:
@@ -232,4 +268,4 @@ def _add(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...]:
 
 
 __all__ = ["NodeResult", "Query", "Radix", "make_query", "node_cost", "node_frag", "quick_costs", "reason_for",
-           "solve_node"]
+           "solve_node", "unit_capacity"]

@@ -15,7 +15,7 @@ from models.requests import PodRequest
 from models.types import ClusterState
 
 from .context import Context
-from .nodesolve import NodeResult, make_query, reason_for, solve_node
+from .nodesolve import NodeResult, make_query, reason_for, solve_node, unit_capacity
 from .views import node_view
 
 
@@ -55,6 +55,8 @@ def solve_single(ctx: Context, state: ClusterState, pod: PodRequest, names: list
         f = r.comps[2]
         return r.cost + ((f + quantum // 2) // quantum * quantum - f) * wf
 
+    # multi-unit, one container, no UUID filter: skip nodes that cannot hold that many units
+    need = q.shape.counts[0] if len(q.containers) == 1 and q.shape.counts[0] > 1 and not q.shape.uuid_filtered else 0
     best: NodeResult | None = None
     reasons: list[tuple[str, str]] = []
     expired = False
@@ -66,6 +68,10 @@ def solve_single(ctx: Context, state: ClusterState, pod: PodRequest, names: list
                 reasons.append((name, host_why))
             continue
         view = node_view(ctx, node)
+        if need and unit_capacity(ctx, view, q) < need:
+            if explain:
+                reasons.append((name, reason_for(ctx, view, q)))
+            continue
         res = solve_node(ctx, view, q)
         if res.cost is None:
             if explain:

@@ -60,6 +60,14 @@ class NodeView:
     usage: int  # mean GPU usage, per-mille
     results: dict[Any, Any] = field(default_factory=dict)  # per-shape node results
     _free_gpu: int | None = None
+    _signature: tuple[tuple[int, int], ...] | None = None
+
+    @property
+    def signature(self) -> tuple[tuple[int, int], ...]:
+        """(class id, GPU count) per group: nodes with equal signatures answer alike."""
+        if self._signature is None:
+            self._signature = tuple((gr.info.uid, len(gr.gpus)) for gr in self.groups)
+        return self._signature
 
     def free_gpu(self, ctx: Context) -> int:
         """Free GPU capacity of the node, per-mille (the stranding term's ``G``)."""
