@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from models.relayout import may_change_layout
 from models.requests import ContainerRequest, PodRequest, gpu_allowed, share_fit_problem
 from models.types import Gpu, Node, NodeMode
 
@@ -118,7 +119,7 @@ def _capacity_of(ctx: Context, g: Gpu, info: ClassInfo, c: ContainerRequest) -> 
     ok = serving(m, c)
     free = [i for i in g.instances if i.free]
     fits = [i for i in free if i.slot.profile in ok]
-    if not g.busy:
+    if may_change_layout(g):  # the one re-layout rule (models.relayout)
         best = 0
         for o in mi.options:
             best = max(best, sum(n for p, n in o.counts if p in ok))
