@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from .catalog import GpuModel
 from .layouts import Layout, layout_problems
 from .plan import Plan, UnitAssignment
+from .relayout import layout_change_problem
 from .requests import ContainerRequest, PodRequest, gpu_allowed, profile_serves, share_fit_problem
 from .templates import DeviceConfig
 from .types import ClusterState, Gpu, NodeMode, UnitKind
@@ -71,14 +72,9 @@ def validate(
         problems = layout_problems(gpu.gpu_model, ch.layout)
         if problems:
             bad("layout-invalid", f"{where}: {'; '.join(problems)}")
-        if ch.incremental:
-            kept = set(ch.layout)
-            lost = sorted(f"{i.slot} ({i.holder})" for i in gpu.instances if not i.free and i.slot not in kept)
-            if lost:
-                bad("layout-busy", f"{where}: incremental change removes held instance(s) {', '.join(lost)}")
-        elif gpu.busy:
-            holders = sorted(i.holder or "" for i in gpu.instances if not i.free)
-            bad("layout-busy", f"{where}: re-partitioned while held by {', '.join(holders)}")
+        busy = layout_change_problem(gpu, ch.layout, ch.incremental)  # the one rule (models.relayout)
+        if busy is not None:
+            bad("layout-busy", f"{where}: {busy}")
         if templates is not None and not state.layouts_any and not ch.incremental:
             idx = _template_index(templates, gpu.gpu_model, ch.layout)
             if idx is None:

@@ -17,6 +17,7 @@ from solver.planner.config import PlannerConfig
 from solver.planner.context import Context, context_for
 from solver.planner.costs import PERMILLE
 from solver.planner.evaluate import evaluate, placed_weights
+from solver.planner.objective.fragmentation import LOSS_BOUND_PER_UNIT
 
 
 @dataclass
@@ -243,7 +244,7 @@ def run_greedy(state: ClusterState, pod: PodRequest, config: PlannerConfig, pend
     # a heuristic proves nothing: report the trivial bounds
     units = sum(p.units for p in (pod, *pending))
     trivial = {"placed": float(sum(placed_weights([pod, *pending]).values())),
-               "fragmentation": float(-units * sum(w for _, w in config.workload) * PERMILLE)}
+               "fragmentation": float(units * LOSS_BOUND_PER_UNIT)}
     stages = tuple(StageResult(o, float(values.get(o, 0)), trivial.get(o, 0.0), status, wall if i == 0 else 0.0)
                    for i, o in enumerate(config.objective))
     all_reasons = tuple(sorted(reasons + why))

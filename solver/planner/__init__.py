@@ -3,7 +3,9 @@
 Modules, one job each:
 
 * :mod:`.config` — :class:`PlannerConfig`;
-* :mod:`.costs` — per-GPU usage and fragmentation (FGD-style expected loss);
+* :mod:`.costs` — per-GPU usage;
+* :mod:`.objective` — one module per objective level (exact per-node cost and CP-SAT terms);
+* :mod:`.workload` — the workload estimate (frozen) and its online learner;
 * :mod:`.context` — per-configuration tables: objective weights, layout options per model, GPU
   classes (identical GPUs collapse into one class);
 * :mod:`.shapes` — a pod reduced to what placement depends on;
@@ -21,8 +23,10 @@ Modules, one job each:
 """
 
 from .api import plan
-from .config import OBJECTIVES, POLICIES, PlannerConfig
+from .config import OBJECTIVES, POLICIES, TIES, PlannerConfig
 from .errors import PlannerError
 from .evaluate import evaluate
+from .workload import PRIOR, OnlineWorkload, Workload
 
-__all__ = ["OBJECTIVES", "POLICIES", "PlannerConfig", "PlannerError", "evaluate", "plan"]
+__all__ = ["OBJECTIVES", "POLICIES", "PRIOR", "TIES", "OnlineWorkload", "PlannerConfig", "PlannerError", "Workload",
+           "evaluate", "plan"]

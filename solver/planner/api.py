@@ -15,11 +15,12 @@ from models.validate import validate
 from .assemble import Workspace, place_result
 from .config import PlannerConfig
 from .context import COMPONENTS, Context, context_for
-from .costs import PERMILLE
 from .errors import PlannerError
+from .objective.fragmentation import LOSS_BOUND_PER_UNIT
 from .reasons import cluster_too_small
 from .shapes import gpu_containers
 from .single import candidate_nodes, solve_single
+from .workload import Workload
 
 
 def effective_state(state: ClusterState, config: PlannerConfig) -> ClusterState:
@@ -56,17 +57,25 @@ def not_placed(pod: PodRequest, pending: Sequence[PodRequest], reasons: list[tup
 
 
 def frag_lower_bound(ctx: Context, units: int) -> int:
-    return -units * sum(w for _, w in ctx.workload) * PERMILLE
+    """No placement of ``units`` units scores lower (see objective.fragmentation)."""
+    return units * LOSS_BOUND_PER_UNIT
 
 
 def plan(state: ClusterState, pod: PodRequest, config: PlannerConfig = PlannerConfig(),
-         pending: Sequence[PodRequest] = (), nodes: Sequence[str] | None = None) -> Plan:
+         pending: Sequence[PodRequest] = (), nodes: Sequence[str] | None = None,
+         workload: Workload | None = None) -> Plan:
     """Plan ``pod`` (and, in batch mode, the ``pending`` pods) on ``state``. See DESIGN §4.
+
+    ``workload``: the workload estimate (overrides ``config.workload``; e.g. the snapshot of an
+    :class:`~solver.planner.workload.OnlineWorkload`). ``nodes``: the candidates (all when None),
+    in the order ``config.tie == "order"`` breaks ties by.
 
     The cyclic garbage collector is paused during the call (a full collection over the planner's
     caches costs tens of milliseconds; the planner itself creates no reference cycles worth
     collecting), and resumed afterwards if it was on.
     """
+    if workload is not None and workload is not config.workload:
+        config = replace(config, workload=workload)
     was = gc.isenabled()
     gc.disable()
     try:
@@ -83,7 +92,7 @@ def _plan(state: ClusterState, pod: PodRequest, config: PlannerConfig, pending: 
     t0 = time.perf_counter()
     deadline = t0 + config.time_budget_ms / 1000.0
     pending = unique_pending(pod, pending)
-    names, reasons = candidate_nodes(state, nodes)
+    names, reasons = candidate_nodes(state, nodes, config.tie)
     if not pod.wants_gpu:
         why = "pod requests no GPU (no nvidia.com/gpu, gpumem or gpucores)"
         return not_placed(pod, pending, reasons + [(n, why) for n in names], config.policy, config, t0)

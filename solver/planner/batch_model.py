@@ -12,8 +12,8 @@ from ortools.sat.python import cp_model
 from models.requests import ContainerRequest, PodRequest, gpu_allowed, share_fit_problem
 from models.types import ClusterState, Gpu
 
-from .context import COMPONENTS, NODE_POLICY_MULT, ClassInfo, Context
-from .costs import PERMILLE, share_frag
+from .context import COMPONENTS, ClassInfo, Context
+from .objective import fragmentation, placed, policy, reconfigurations, template_order, waste
 from .patterns import KEEP, gpu_unit_cost, mig_split_left
 from .shapes import Shape, mig_demand, serving, share_demand
 from .views import build_view, node_view
@@ -77,7 +77,7 @@ class BatchModel:
             pv = m.new_int_var(0, len(t.pods), f"placed_{t.index}")
             m.add(pv == sum(zs))
             self.placed[t.index] = pv
-            self.terms["placed"].append((pv, t.weight))
+            placed.cpsat_terms(self.terms["placed"], pv, t.weight)
             if t.primary:
                 m.add(pv == 1)
         return self
@@ -94,8 +94,11 @@ class BatchModel:
             t = self.types[k]
             z = m.new_int_var(0, len(t.pods), f"z_{name}_{k}")
             self.z[(name, k)] = z
-            term = PERMILLE - view.usage if t.shape.node_policy == "binpack" else view.usage
-            self.terms["policy"].append((z, term * NODE_POLICY_MULT))
+            policy.cpsat_terms(self.terms["policy"], z, policy.node(view.usage, t.shape.node_policy))
+            if self.ctx.workload.cpu_per_gpu_milli or self.ctx.workload.mem_per_gpu_milli:
+                p0 = t.pods[0]
+                fragmentation.cpsat_terms(self.terms["fragmentation"], z, fragmentation.node(
+                    self.ctx, node, view.free_gpu(self.ctx), t.containers, p0.cpu_milli, p0.host_memory_mib))
         units: dict[tuple[int, int], list[Any]] = defaultdict(list)
         for gr in view.groups:
             if gr.info.kind == "unknown":
@@ -153,16 +156,16 @@ class BatchModel:
                 after = dict(held0)
                 for p, n in h:
                     after[p] = after.get(p, 0) + n
-                fa = self.ctx.mig_frag_after(mi, layout, after)
                 v = m.new_int_var(0, count, "")
                 ws.append(v)
                 g.patterns.append((opt, h, v))
                 for p, n in h:
                     cap[p].append((v, n))
-                if opt != KEEP:
-                    self.terms["reconfigurations"].append((v, 1))
-                    self.terms["template_order"].append((v, mi.options[opt].order(h)))
-                self.terms["fragmentation"].append((v, fa - info.frag))
+                reconfigurations.cpsat_terms(self.terms["reconfigurations"], v, opt)
+                template_order.cpsat_terms(self.terms["template_order"], v, opt,
+                                           0 if opt == KEEP else mi.options[opt].order(h))
+                fragmentation.cpsat_terms(self.terms["fragmentation"], v,
+                                          fragmentation.mig_pattern(self.ctx, info, layout, after))
         if ws:
             m.add(sum(ws) <= count)
         mem = {p.name: p.memory_mib for p in model.profiles}
@@ -176,8 +179,10 @@ class BatchModel:
                 x = m.new_int_var(0, top, "")
                 g.x[(k, j, p)] = x
                 units[(k, j)].append(x)
-                self.terms["policy"].append((x, gcost))
-                self.terms["waste"].append((x, mem[p] - reqs[(k, j)]))
+                policy.cpsat_terms(self.terms["policy"], x, gcost)
+                waste.cpsat_terms(self.terms["waste"], x, mem[p], reqs[(k, j)])
+                fragmentation.cpsat_terms(self.terms["fragmentation"], x,
+                                          fragmentation.unit(self.ctx, info, t.containers[j]))
         for p, vs in cap.items():
             xs = [x for (_, _, q), x in g.x.items() if q == p]
             m.add(sum(xs) == sum(v * c for v, c in vs))
@@ -199,15 +204,11 @@ class BatchModel:
         ws = []
         for b in pats:
             extra = [dem[kj] for kj, c in b for _ in range(c)]
-            used = rep.used_memory_mib + sum(x for x, _ in extra)
-            cores = rep.used_cores + sum(c for _, c in extra)
-            excl = any(s.cores >= 100 for s in rep.shares) or any(c >= 100 for _, c in extra)
-            fa = share_frag(rep.memory_mib, used, len(rep.shares) + len(extra), rep.split, cores, excl,
-                            self.ctx.workload)
             v = m.new_int_var(0, count, "")
             ws.append(v)
             g.patterns.append((KEEP, b, v))
-            self.terms["fragmentation"].append((v, fa - info.frag))
+            fragmentation.cpsat_terms(self.terms["fragmentation"], v,
+                                      fragmentation.share_pattern(self.ctx, info, extra))
             for kj, c in b:
                 per_key[kj].append((v, c))
                 if c >= 2:  # distinct GPUs per container: a GPU holds <= z units of one container type
@@ -224,7 +225,9 @@ class BatchModel:
             g.x[(k, j, "")] = x
             units[kj].append(x)
             m.add(x == sum(v * c for v, c in vs))
-            self.terms["policy"].append((x, gpu_unit_cost(info, t.shape.gpu_policy)))
+            policy.cpsat_terms(self.terms["policy"], x, gpu_unit_cost(info, t.shape.gpu_policy))
+            credit = fragmentation.unit(self.ctx, info, t.containers[j])
+            fragmentation.cpsat_terms(self.terms["fragmentation"], x, credit)
 
     # ---- access
     def variables(self) -> list[Any]:

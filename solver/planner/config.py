@@ -7,15 +7,19 @@ from dataclasses import dataclass, field
 from models.config import builtin_device_config
 from models.templates import DeviceConfig
 
+from .workload import PRIOR, Workload
+
 #: Every objective level the planner knows, in the default (DESIGN §4) order.
 OBJECTIVES: tuple[str, ...] = ("placed", "reconfigurations", "template_order", "fragmentation", "policy", "waste")
 POLICIES: tuple[str, ...] = ("dynamig", "hami-legacy", "hami-v210", "bestfit")
 ENGINES: tuple[str, ...] = ("auto", "dp", "cpsat")
+#: How equal plans are ordered (after every objective level): ``name``: the node that sorts first by
+#: name; ``order``: the first node in the order the caller gave (``plan(..., nodes=[...])``, else
+#: the state's node order) -- FGD's rule (its scheduler packs nodes in a fixed, seeded order).
+TIES: tuple[str, ...] = ("name", "order")
 
-#: The typical workload the fragmentation level protects: (demand in per-mille of one GPU's memory,
-#: weight). A MIG demand of 125 is one memory slice of an 8-slice GPU (a 1g), 250 a 2g, 500 a 3g/4g,
-#: 1000 the whole GPU. Weights: small requests are the most frequent.
-DEFAULT_WORKLOAD: tuple[tuple[int, int], ...] = ((125, 4), (250, 3), (500, 2), (1000, 1))
+#: The built-in workload prior (see :mod:`.workload`).
+DEFAULT_WORKLOAD: Workload = PRIOR
 
 
 @dataclass(frozen=True)
@@ -27,7 +31,12 @@ class PlannerConfig:
     valid maximal layout too, ranked after the templates. ``time_budget_ms``: per call. ``policy``:
     ``dynamig`` (the planner) or a baseline. ``engine``: how the single-pod query is solved
     (``dp``: the exact per-node decomposition; ``cpsat``: one CP-SAT model over all candidate
-    nodes; ``auto``: ``dp``). ``workload``: the typical demands of the fragmentation level.
+    nodes; ``auto``: ``dp``). ``workload``: the expected request mix and host ratios that the
+    fragmentation level keeps capacity for (:class:`~solver.planner.workload.Workload`; learn one
+    online with :class:`~solver.planner.workload.OnlineWorkload`). ``tie``: see :data:`TIES`.
+    ``tie_quantum``: on the single-pod path, nodes whose fragmentation values round to the same
+    multiple of this many per-mille of a GPU count as tied on that level (FGD's coarse integer
+    score does the same); 1 = exact. The batch model always compares exact values.
     ``batch_candidates``: in batch mode, the best nodes kept per pod type (x pods of the type + this).
     """
 
@@ -39,8 +48,10 @@ class PlannerConfig:
     workers: int = 1
     seed: int = 0
     engine: str = "auto"
-    workload: tuple[tuple[int, int], ...] = DEFAULT_WORKLOAD
+    workload: Workload = DEFAULT_WORKLOAD
     batch_candidates: int = 2
+    tie: str = "name"
+    tie_quantum: int = 1
 
     def __post_init__(self) -> None:
         unknown = [o for o in self.objective if o not in OBJECTIVES]
@@ -54,5 +65,9 @@ class PlannerConfig:
             raise ValueError(f"unknown engine {self.engine!r}; known: {', '.join(ENGINES)}")
         if self.workers < 1:
             raise ValueError("workers must be at least 1")
-        if not self.workload or any(not 0 < d <= 1000 or w < 0 for d, w in self.workload):
-            raise ValueError("workload: (per-mille demand in 1..1000, weight >= 0) pairs")
+        if not isinstance(self.workload, Workload):
+            raise ValueError("workload must be a solver.planner.workload.Workload")
+        if self.tie_quantum < 1:
+            raise ValueError("tie_quantum must be at least 1")
+        if self.tie not in TIES:
+            raise ValueError(f"unknown tie rule {self.tie!r}; known: {', '.join(TIES)}")

@@ -5,25 +5,26 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from models.catalog import GpuModel, model
 from models.errors import CatalogError
 from models.layouts import Layout, enumerate_layouts
+from models.relayout import may_change_layout
 from models.templates import first_match_order
 from models.types import Gpu, NodeMode
 
 from .config import OBJECTIVES, PlannerConfig
-from .costs import PERMILLE, mig_frag, mig_usage, share_frag, share_usage
+from .costs import PERMILLE, mig_usage, share_usage
+from .objective import fragmentation
+from .objective.policy import NODE_POLICY_MULT
 
 #: The cost components every candidate carries, in this fixed order.
 COMPONENTS: tuple[str, ...] = ("reconfigurations", "template_order", "fragmentation", "policy", "waste")
 #: Radix of the lexicographic encoding: every component's sum stays far below RADIX / 2.
 RADIX = 1 << 52
-#: policy = node term x NODE_POLICY_MULT + GPU term (decimal, so a person can read both terms).
-NODE_POLICY_MULT = 10**7
 
 Counts = tuple[tuple[str, int], ...]
 
@@ -55,7 +56,6 @@ class ModelInfo:
     gpu_model: GpuModel
     pm: dict[str, int]  # profile -> per-mille of the GPU's memory slices
     options: tuple[LayoutOption, ...]
-    servable: frozenset[int]  # workload demands some option serves
     template_of: dict[Layout, int]  # exact template layout -> template index
 
 
@@ -73,10 +73,11 @@ class ClassInfo:
     frag: int = 0
     usage: int = 0
     uid: int = 0  # small integer id, for cheap cache keys
+    recut: bool = False  # the GPU may be re-partitioned as a whole (models.relayout)
 
     @property
     def idle(self) -> bool:
-        return self.kind == "mig" and not any(self.held.values())
+        return self.recut
 
 
 def gpu_class_key(g: Gpu) -> tuple[Any, ...]:
@@ -95,7 +96,9 @@ class Context:
     def __init__(self, config: PlannerConfig, layouts_any: bool) -> None:
         self.config = config
         self.layouts_any = layouts_any
-        self.workload = tuple(config.workload)
+        self.workload = config.workload
+        self._share_values: dict[int, fragmentation.ShareValues] = {}
+        self._mig_values: dict[str, fragmentation.MigValues] = {}
         self.weights = self._weights(config.objective)
         self._models: dict[str, ModelInfo | None] = {}
         self._classes: dict[tuple[Any, ...], ClassInfo] = {}
@@ -130,7 +133,7 @@ class Context:
         except CatalogError:
             self._models[name] = None
             return None
-        info = self._build_model(m) if m.mig_capable else ModelInfo(m, {}, (), frozenset(), {})
+        info = self._build_model(m) if m.mig_capable else ModelInfo(m, {}, (), {})
         self._models[name] = info
         return info
 
@@ -156,10 +159,23 @@ class Context:
                 if lay not in seen:
                     seen.add(lay)
                     opts.append(LayoutOption(base + i, lay, None, counts_of(s.profile for s in lay)))
-        servable = frozenset(
-            d for d, _ in self.workload if any(pm[s.profile] >= d for o in opts for s in o.layout)
-        )
-        return ModelInfo(m, pm, tuple(opts), servable, template_of)
+        return ModelInfo(m, pm, tuple(opts), template_of)
+
+    # ---- what free capacity is worth (objective.fragmentation)
+    def share_values(self, memory_mib: int) -> fragmentation.ShareValues:
+        got = self._share_values.get(memory_mib)
+        if got is None:
+            got = fragmentation.share_values(self.workload, memory_mib)
+            self._share_values[memory_mib] = got
+        return got
+
+    def mig_values(self, mi: ModelInfo) -> fragmentation.MigValues:
+        name = mi.gpu_model.name
+        got = self._mig_values.get(name)
+        if got is None:
+            got = fragmentation.mig_values(self.workload, mi)
+            self._mig_values[name] = got
+        return got
 
     # ---- GPU classes
     def class_info(self, key: tuple[Any, ...], g: Gpu) -> ClassInfo:
@@ -190,18 +206,21 @@ class Context:
             if any(p not in mi.pm for p in layout):
                 return ClassInfo(key, "unknown", g, mi)
             free = {p: n - held.get(p, 0) for p, n in layout.items() if n - held.get(p, 0) > 0}
-            frag = mig_frag(mi.pm, layout, held, mi.servable, self.workload)
-            return ClassInfo(key, "mig", g, mi, layout, held, free, frag, mig_usage(mi.pm, held))
+            recut = may_change_layout(g)
+            frag = fragmentation.mig_frag(self, mi, layout, held, recut)
+            return ClassInfo(key, "mig", g, mi, layout, held, free, frag, mig_usage(mi.pm, held), recut=recut)
         excl = bool(key[7])
-        frag = share_frag(g.memory_mib, g.used_memory_mib, len(g.shares), g.split, g.used_cores, excl,
-                          self.workload)
+        frag = fragmentation.share_frag(self, g.memory_mib, g.used_memory_mib, len(g.shares), g.split, g.used_cores,
+                                        excl)
         return ClassInfo(key, "share", g, mi, frag=frag, usage=share_usage(g.memory_mib, g.used_memory_mib))
 
-    def mig_frag_after(self, mi: ModelInfo, layout: dict[str, int], held: dict[str, int]) -> int:
+    def mig_frag_after(self, mi: ModelInfo, layout: Mapping[str, int], held: Mapping[str, int]) -> int:
+        """``F`` of a GPU of model ``mi`` with ``layout`` once ``held`` are held (re-cuttable
+        again only if nothing is held)."""
         key = ("frag", mi.gpu_model.name, tuple(sorted(layout.items())), tuple(sorted(held.items())))
         got = self.cache.get(key)
         if got is None:
-            got = mig_frag(mi.pm, layout, held, mi.servable, self.workload)
+            got = fragmentation.mig_frag(self, mi, layout, held, not any(held.values()))
             self.cache[key] = got
         return got  # type: ignore[no-any-return]
 
@@ -209,7 +228,20 @@ class Context:
 _CONTEXTS: dict[tuple[PlannerConfig, bool], Context] = {}
 
 
+_LAST: list[tuple[PlannerConfig, bool, Context]] = []
+
+
 def context_for(config: PlannerConfig, layouts_any: bool) -> Context:
+    """The cached tables of ``config`` (the same object as last time: no hashing at all; hashing a
+    configuration with its templates costs most of a millisecond)."""
+    if _LAST and _LAST[0][0] is config and _LAST[0][1] == layouts_any:
+        return _LAST[0][2]
+    ctx = _context_for(config, layouts_any)
+    _LAST[:] = [(config, layouts_any, ctx)]
+    return ctx
+
+
+def _context_for(config: PlannerConfig, layouts_any: bool) -> Context:
     key = (config, layouts_any)
     ctx = _CONTEXTS.get(key)
     if ctx is None:

@@ -10,56 +10,58 @@ from collections.abc import Mapping
 
 from models.plan import Plan, apply_plan
 from models.requests import PodRequest, mig_unit_memory
-from models.types import ClusterState, Gpu, UnitKind
+from models.types import ClusterState, UnitKind
 
 from .config import PlannerConfig
-from .context import COMPONENTS, NODE_POLICY_MULT, Context, context_for, gpu_class_key
-from .costs import PERMILLE
+from .context import COMPONENTS, Context, context_for, gpu_class_key
+from .objective import fragmentation, policy, reconfigurations, template_order, waste
+from .objective.placed import weights as placed_weights
+from .shapes import gpu_containers
 from .views import node_view
 
-
-def placed_weights(pods: list[PodRequest]) -> dict[str, int]:
-    """Batch weight of each pod: 1 + the rank of its priority among the distinct priorities."""
-    levels = sorted({p.priority for p in pods})
-    return {p.key: 1 + levels.index(p.priority) for p in pods}
+__all__ = ["components", "evaluate", "placed_weights"]
 
 
 def components(ctx: Context, state: ClusterState, plan: Plan, requests: Mapping[str, PodRequest]
                ) -> dict[str, int]:
     after = apply_plan(state, plan)
-    reconf = len(plan.layout_changes)
+    reconf = 0
     template = 0
     for ch in plan.layout_changes:
         g = state.gpu(ch.node, ch.gpu)
         mi = ctx.model_info(g.model)
+        reconf += reconfigurations.pattern(0)
         if mi is not None and not ch.incremental:
             held = [(u.slot.profile, 1) for u in plan.units() if u.gpu == ch.gpu and u.slot is not None]
-            template += next((o.order(held) for o in mi.options if o.layout == ch.layout), 0)
+            template += template_order.pattern(0, next((o.order(held) for o in mi.options if o.layout == ch.layout),
+                                                       0))
     touched = {(c.node, c.gpu) for c in plan.layout_changes} | {(u.node, u.gpu) for u in plan.units()}
     frag = 0
     for node, uuid in sorted(touched):
-        frag += _frag(ctx, after.gpu(node, uuid)) - _frag(ctx, state.gpu(node, uuid))
-    policy = 0
-    waste = 0
+        before, now = state.gpu(node, uuid), after.gpu(node, uuid)
+        frag += fragmentation.gpu_value(ctx, now) - fragmentation.gpu_value(ctx, before)
+    pol = 0
+    wasted = 0
+    host = bool(ctx.workload.cpu_per_gpu_milli or ctx.workload.mem_per_gpu_milli)
     for pl in plan.placements:
         if not pl.placed or pl.node is None:
             continue
         pod = requests[pl.pod]
         view = node_view(ctx, state.node(pl.node))
-        node_term = PERMILLE - view.usage if pod.node_policy == "binpack" else view.usage
-        policy += node_term * NODE_POLICY_MULT
+        pol += policy.node(view.usage, pod.node_policy)
+        if host:
+            frag += fragmentation.node(ctx, view.node, view.free_gpu(ctx), gpu_containers(pod), pod.cpu_milli,
+                                       pod.host_memory_mib)
         conts = {c.index: c for c in pod.containers}
         for u in pl.units:
             g = state.gpu(u.node, u.gpu)
-            usage = ctx.class_info(gpu_class_key(g), g).usage
-            policy += PERMILLE - usage if pod.gpu_policy == "binpack" else usage
+            info = ctx.class_info(gpu_class_key(g), g)
+            c = conts[u.container_index]
+            pol += policy.unit(info.usage, pod.gpu_policy)
+            frag += fragmentation.unit(ctx, info, c)
             if u.kind is UnitKind.MIG:
-                waste += u.memory_mib - mig_unit_memory(conts[u.container_index], g.gpu_model)
-    return dict(zip(COMPONENTS, (reconf, template, frag, policy, waste), strict=True))
-
-
-def _frag(ctx: Context, g: Gpu) -> int:
-    return ctx.class_info(gpu_class_key(g), g).frag
+                wasted += waste.unit(u.memory_mib, mig_unit_memory(c, g.gpu_model))
+    return dict(zip(COMPONENTS, (reconf, template, frag, pol, wasted), strict=True))
 
 
 def evaluate(state: ClusterState, plan: Plan, requests: Mapping[str, PodRequest],

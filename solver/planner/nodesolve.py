@@ -18,6 +18,7 @@ from models.types import Node
 
 from .context import NODE_POLICY_MULT, Context
 from .costs import PERMILLE
+from .objective import fragmentation
 from .patterns import Pattern, Radix, copies, radix, table
 from .reasons import explain
 from .shapes import Shape
@@ -38,6 +39,15 @@ def node_cost(shape: Shape, view: NodeView) -> int:
     return PERMILLE - view.usage if shape.node_policy == "binpack" else view.usage
 
 
+def node_frag(ctx: Context, view: NodeView, q: Query) -> int:
+    """The fragmentation level's node term (host stranding, CPU pressure) of the pod on this node."""
+    w = ctx.workload
+    if not (w.cpu_per_gpu_milli or w.mem_per_gpu_milli):
+        return 0
+    return fragmentation.node(ctx, view.node, view.free_gpu(ctx), q.containers, q.pod.cpu_milli,
+                              q.pod.host_memory_mib)
+
+
 @dataclass(frozen=True)
 class Query:
     """One pod's request with its interned cache keys."""
@@ -49,6 +59,7 @@ class Query:
     fkey: int  # class eligibility key (mode and type filters)
     ckey: int  # pattern-table key (the containers' requests)
     units: dict[int, Pattern | None] = field(default_factory=dict, compare=False, hash=False)  # per class
+    caps: dict[int, int] = field(default_factory=dict, compare=False, hash=False)  # per class: units per GPU
 
 
 def make_query(ctx: Context, pod: PodRequest) -> Query:
@@ -77,15 +88,30 @@ def solve_node(ctx: Context, view: NodeView, q: Query) -> NodeResult:
             v = build_view(ctx, view.node, split=lambda g: gpu_allowed(pod, g) is None)
             res = _solve(ctx, v, view.node, q, per_gpu=True)
         else:
-            res = _solve(ctx, view, view.node, q, per_gpu=False)
+            res = _shared(ctx, view, q)
         view.results[q.rkey] = res
     if res.cost is None:
         return res
     extra = node_cost(q.shape, view) * NODE_POLICY_MULT
-    if not extra:
+    fextra = node_frag(ctx, view, q)
+    if not extra and not fextra:
         return res
-    comps = _plus(res.comps, extra)
-    return NodeResult(res.node, res.cost + extra * ctx.weights[3], comps, res.choice)
+    comps = _plus(res.comps, extra, fextra)
+    return NodeResult(res.node, res.cost + extra * ctx.weights[3] + fextra * ctx.weights[2], comps, res.choice)
+
+
+def _shared(ctx: Context, view: NodeView, q: Query) -> NodeResult:
+    """The node's answer, shared by every node with the same GPU classes and counts (identical
+    nodes are solved once per pod shape; the answer is re-bound to this node's GPUs)."""
+    key = ("nres", view.signature, q.rkey)
+    got = ctx.cache.get(key)
+    if got is None:
+        res = _solve(ctx, view, view.node, q, per_gpu=False)
+        pos = {id(gr): i for i, gr in enumerate(view.groups)}
+        ctx.cache[key] = (res.cost, res.comps, tuple((pos[id(gr)], pats) for gr, pats in res.choice))
+        return res
+    cost, comps, choice = got
+    return NodeResult(view.node.name, cost, comps, tuple((view.groups[i], pats) for i, pats in choice))
 
 
 def _solve(ctx: Context, view: NodeView, node: Node, q: Query, per_gpu: bool) -> NodeResult:
@@ -147,6 +173,27 @@ def _solve(ctx: Context, view: NodeView, node: Node, q: Query, per_gpu: bool) ->
     return NodeResult(node.name, final[0], comps, tuple(choice))
 
 
+def unit_capacity(ctx: Context, view: NodeView, q: Query) -> int:
+    """For a one-container pod without UUID filters: an upper bound on how many of its units the
+    node can host (per class, the most one GPU takes, times the class's GPUs). Fewer than the pod
+    asks: the node cannot take it, and the exact solve is skipped."""
+    caps = q.caps
+    c0 = q.containers[0]
+    policy = q.shape.gpu_policy
+    total = 0
+    for gr in view.groups:
+        uid = gr.info.uid
+        c = caps.get(uid)
+        if c is None:
+            c = 0
+            if _allowed(ctx, gr, q) is None:
+                got = best_unit(ctx, gr.info, c0, policy)
+                c = got[1] if got is not None else 0
+            caps[uid] = c
+        total += c * len(gr.gpus)
+    return total
+
+
 def reason_for(ctx: Context, view: NodeView, q: Query) -> str:
     """Why the pod cannot go on this node (cached with the node's answers)."""
     key = ("why", q.rkey)
@@ -185,7 +232,8 @@ def quick_costs(ctx: Context, views: list[NodeView], q: Query) -> list[tuple[int
                 cap += c[1] * len(gr.gpus)
                 if best is None or c[0] < best:
                     best = c[0]
-        out.append(None if best is None else (best + node_cost(q.shape, view) * weight, cap))
+        out.append(None if best is None else
+                   (best + node_cost(q.shape, view) * weight + node_frag(ctx, view, q) * ctx.weights[2], cap))
     return out
 
 
@@ -211,12 +259,13 @@ def _convolve(cur: list[tuple[int, tuple[tuple[int, tuple[int, ...]], ...]] | No
     return out
 
 
-def _plus(comps: tuple[int, ...], policy_extra: int) -> tuple[int, ...]:
-    return (comps[0], comps[1], comps[2], comps[3] + policy_extra, comps[4])
+def _plus(comps: tuple[int, ...], policy_extra: int, frag_extra: int = 0) -> tuple[int, ...]:
+    return (comps[0], comps[1], comps[2] + frag_extra, comps[3] + policy_extra, comps[4])
 
 
 def _add(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(x + y for x, y in zip(a, b, strict=True))
 
 
-__all__ = ["NodeResult", "Query", "Radix", "make_query", "node_cost", "quick_costs", "reason_for", "solve_node"]
+__all__ = ["NodeResult", "Query", "Radix", "make_query", "node_cost", "node_frag", "quick_costs", "reason_for",
+           "solve_node", "unit_capacity"]

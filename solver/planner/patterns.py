@@ -18,10 +18,9 @@ from typing import Any
 from models.requests import ContainerRequest, share_fit_problem
 
 from .context import ClassInfo, Context
-from .costs import PERMILLE, share_frag
+from .objective import fragmentation, policy, reconfigurations, template_order, waste
+from .objective.reconfigurations import KEEP as KEEP
 from .shapes import mig_demand, serving, share_demand
-
-KEEP = -1
 
 
 @dataclass(frozen=True)
@@ -78,7 +77,7 @@ def radix(ctx: Context, n: tuple[int, ...]) -> Radix:
 
 
 def gpu_unit_cost(info: ClassInfo, gpu_policy: str) -> int:
-    return PERMILLE - info.usage if gpu_policy == "binpack" else info.usage
+    return policy.unit(info.usage, gpu_policy)
 
 
 def table(ctx: Context, info: ClassInfo, containers: tuple[ContainerRequest, ...], n: tuple[int, ...],
@@ -150,6 +149,7 @@ def _mig_patterns(ctx: Context, info: ClassInfo, containers: tuple[ContainerRequ
     reqs = [mig_demand(c, m)[0] for c in containers]
     serve = [serving(m, c) for c in containers]
     found: dict[int, Pattern] = {}
+    credit = [fragmentation.unit(ctx, info, c) for c in containers]
     frag_cache: dict[tuple[int, tuple[tuple[str, int], ...]], int] = {}
     split_left = mig_split_left(info)
     for opt, layout, held0, free, _rank in options:
@@ -161,14 +161,15 @@ def _mig_patterns(ctx: Context, info: ClassInfo, containers: tuple[ContainerRequ
             for _, p, c in held:
                 after[p] = after.get(p, 0) + c
             fkey = (opt, tuple(sorted(after.items())))
-            fa = frag_cache.get(fkey)
-            if fa is None:
-                fa = ctx.mig_frag_after(mi, layout, after)
-                frag_cache[fkey] = fa
+            df = frag_cache.get(fkey)
+            if df is None:
+                df = fragmentation.mig_pattern(ctx, info, layout, after)
+                frag_cache[fkey] = df
             units = sum(a)
-            waste = sum(c * (mem[p] - reqs[k]) for k, p, c in held)
+            wasted = sum(c * waste.unit(mem[p], reqs[k]) for k, p, c in held)
+            fr = df + sum(x * cr for x, cr in zip(a, credit, strict=True))
             order = 0 if opt == KEEP else mi.options[opt].order((p, c) for _, p, c in held)
-            comps = (0 if opt == KEEP else 1, order, fa - info.frag, units * unit_cost, waste)
+            comps = (reconfigurations.pattern(opt), template_order.pattern(opt, order), fr, units * unit_cost, wasted)
             _best(found, Pattern(a, rdx.index(a), opt, held, comps, ctx.encode(comps)))
     return sorted(found.values(), key=lambda p: p.a_idx)
 
@@ -210,6 +211,7 @@ def _share_patterns(ctx: Context, info: ClassInfo, containers: tuple[ContainerRe
     unit_cost = gpu_unit_cost(info, gpu_policy)
     found: dict[int, Pattern] = {}
     dem = [share_demand(c, g) for c in containers]
+    credit = [fragmentation.unit(ctx, info, c) for c in containers]
     k_all = len(n)
     for mask in range(1, 1 << k_all):
         ks = [k for k in range(k_all) if mask >> k & 1]
@@ -224,12 +226,9 @@ def _share_patterns(ctx: Context, info: ClassInfo, containers: tuple[ContainerRe
             extra.append(dem[k])
         if not ok:
             continue
-        used = g.used_memory_mib + sum(m for m, _ in extra)
-        cores = g.used_cores + sum(c for _, c in extra)
-        excl = any(s.cores >= 100 for s in g.shares) or any(c >= 100 for _, c in extra)
-        fa = share_frag(g.memory_mib, used, len(g.shares) + len(extra), g.split, cores, excl, ctx.workload)
+        fr = fragmentation.share_pattern(ctx, info, extra) + sum(credit[k] for k in ks)
         a = tuple(1 if mask >> k & 1 else 0 for k in range(k_all))
-        comps = (0, 0, fa - info.frag, len(ks) * unit_cost, 0)
+        comps = (reconfigurations.pattern(KEEP), template_order.pattern(KEEP, 0), fr, len(ks) * unit_cost, 0)
         _best(found, Pattern(a, rdx.index(a), KEEP, tuple((k, "", 1) for k in ks), comps, ctx.encode(comps)))
     return sorted(found.values(), key=lambda p: p.a_idx)
 

@@ -10,6 +10,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from models.errors import CatalogError
+from models.relayout import may_change_layout
 from models.requests import ContainerRequest, PodRequest, gpu_allowed, share_fit_problem
 from models.types import ClusterState, Gpu, Node, NodeMode
 
@@ -123,7 +124,7 @@ def _capacity_of(ctx: Context, g: Gpu, info: ClassInfo, c: ContainerRequest) -> 
         return 0, f"all {g.split} units of the GPU in use (deviceSplitCount)"
     free = [i for i in g.instances if i.free]
     fits = [i for i in free if i.slot.profile in ok]
-    if not g.busy:
+    if may_change_layout(g):  # the one re-layout rule (models.relayout)
         best = 0
         for o in mi.options:
             best = max(best, sum(n for p, n in o.counts if p in ok))

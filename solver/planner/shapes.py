@@ -26,9 +26,10 @@ class Shape:
 
     @property
     def node_free(self) -> Shape:
-        """The shape without the node policy (per-node answers do not depend on it)."""
+        """The shape without the node policy and the host request: per-node GPU answers depend on
+        neither (host fit and the host terms are checked per node, outside the cached answer)."""
         return Shape(self.containers, self.modes, self.use_types, self.nouse_types, self.use_uuids,
-                     self.nouse_uuids, "", self.gpu_policy, self.host)
+                     self.nouse_uuids, "", self.gpu_policy)
 
     @property
     def counts(self) -> tuple[int, ...]:

@@ -15,7 +15,7 @@ from models.requests import PodRequest
 from models.types import ClusterState
 
 from .context import Context
-from .nodesolve import NodeResult, make_query, reason_for, solve_node
+from .nodesolve import NodeResult, make_query, reason_for, solve_node, unit_capacity
 from .views import node_view
 
 
@@ -27,7 +27,14 @@ class SingleOutcome:
     fallback: bool  # the budget ran out before any feasible node; the first feasible one was taken
 
 
-def candidate_nodes(state: ClusterState, nodes: Sequence[str] | None) -> tuple[list[str], list[tuple[str, str]]]:
+def candidate_nodes(state: ClusterState, nodes: Sequence[str] | None, tie: str = "name"
+                    ) -> tuple[list[str], list[tuple[str, str]]]:
+    """The candidate nodes in tie order (equal costs go to the earlier one): sorted by name, or,
+    with ``tie="order"``, as given (the state's order when ``nodes`` is None)."""
+    if tie == "order":
+        given = [n.name for n in state.nodes] if nodes is None else list(dict.fromkeys(nodes))
+        return [n for n in given if state.has_node(n)], [
+            (n, "unknown node (not in the cluster state)") for n in sorted(set(given)) if not state.has_node(n)]
     if nodes is None:
         return sorted(n.name for n in state.nodes), []
     names = sorted(set(nodes))
@@ -38,6 +45,18 @@ def candidate_nodes(state: ClusterState, nodes: Sequence[str] | None) -> tuple[l
 def solve_single(ctx: Context, state: ClusterState, pod: PodRequest, names: list[str], deadline: float,
                  explain: bool = True) -> SingleOutcome:
     q = make_query(ctx, pod)
+    quantum = ctx.config.tie_quantum
+    wf = ctx.weights[2]
+
+    def key(r: NodeResult) -> int:
+        assert r.cost is not None
+        if quantum == 1 or not wf:
+            return r.cost
+        f = r.comps[2]
+        return r.cost + ((f + quantum // 2) // quantum * quantum - f) * wf
+
+    # multi-unit, one container, no UUID filter: skip nodes that cannot hold that many units
+    need = q.shape.counts[0] if len(q.containers) == 1 and q.shape.counts[0] > 1 and not q.shape.uuid_filtered else 0
     best: NodeResult | None = None
     reasons: list[tuple[str, str]] = []
     expired = False
@@ -49,11 +68,15 @@ def solve_single(ctx: Context, state: ClusterState, pod: PodRequest, names: list
                 reasons.append((name, host_why))
             continue
         view = node_view(ctx, node)
+        if need and unit_capacity(ctx, view, q) < need:
+            if explain:
+                reasons.append((name, reason_for(ctx, view, q)))
+            continue
         res = solve_node(ctx, view, q)
         if res.cost is None:
             if explain:
                 reasons.append((name, reason_for(ctx, view, q)))
-        elif best is None or res.cost < best.cost:  # type: ignore[operator]
+        elif best is None or key(res) < key(best):
             best = res
             if expired:
                 return SingleOutcome(best, reasons, False, True)

@@ -7,7 +7,7 @@ from models.requests import ContainerRequest
 from models.types import Gpu
 
 from .context import ClassInfo, Context
-from .costs import share_frag
+from .objective import fragmentation, reconfigurations, template_order, waste
 from .patterns import KEEP, Pattern, gpu_unit_cost, mig_split_left
 from .shapes import mig_demand, serving, share_demand
 
@@ -49,6 +49,7 @@ def _mig(ctx: Context, info: ClassInfo, c: ContainerRequest, gpu_policy: str) ->
     ok = serving(m, c)
     req = mig_demand(c, m)[0]
     unit = gpu_unit_cost(info, gpu_policy)
+    credit = fragmentation.unit(ctx, info, c)
     best: Pattern | None = None
     cap = 0
     if mig_split_left(info) < 1:
@@ -60,8 +61,9 @@ def _mig(ctx: Context, info: ClassInfo, c: ContainerRequest, gpu_policy: str) ->
                 continue
             after = dict(info.held)
             after[p] = after.get(p, 0) + 1
-            fa = ctx.mig_frag_after(mi, info.layout, after)
-            comps = (0, 0, fa - info.frag, unit, m.profile(p).memory_mib - req)
+            comps = (reconfigurations.pattern(KEEP), template_order.pattern(KEEP, 0),
+                     fragmentation.mig_pattern(ctx, info, info.layout, after) + credit, unit,
+                     waste.unit(m.profile(p).memory_mib, req))
             pat = Pattern((1,), 1, KEEP, ((0, p, 1),), comps, ctx.encode(comps))
             if best is None or pat.cost < best.cost:
                 best = pat
@@ -75,8 +77,9 @@ def _mig(ctx: Context, info: ClassInfo, c: ContainerRequest, gpu_policy: str) ->
             for p, _ in o.counts:
                 if p not in ok:
                     continue
-                fa = ctx.mig_frag_after(mi, lay, {p: 1})
-                comps = (1, o.order(((p, 1),)), fa - info.frag, unit, m.profile(p).memory_mib - req)
+                comps = (reconfigurations.pattern(i), template_order.pattern(i, o.order(((p, 1),))),
+                         fragmentation.mig_pattern(ctx, info, lay, {p: 1}) + credit, unit,
+                         waste.unit(m.profile(p).memory_mib, req))
                 pat = Pattern((1,), 1, i, ((0, p, 1),), comps, ctx.encode(comps))
                 if best is None or pat.cost < best.cost:
                     best = pat
@@ -88,7 +91,7 @@ def _share(ctx: Context, info: ClassInfo, c: ContainerRequest, gpu_policy: str) 
     mem, cores = share_demand(c, g)
     if not share_fits(g, mem, cores):
         return None
-    fa = share_frag(g.memory_mib, g.used_memory_mib + mem, len(g.shares) + 1, g.split, g.used_cores + cores,
-                    cores >= 100, ctx.workload)
-    comps = (0, 0, fa - info.frag, gpu_unit_cost(info, gpu_policy), 0)
+    comps = (reconfigurations.pattern(KEEP), template_order.pattern(KEEP, 0),
+             fragmentation.share_pattern(ctx, info, [(mem, cores)]) + fragmentation.unit(ctx, info, c),
+             gpu_unit_cost(info, gpu_policy), waste.unit(None, mem))
     return Pattern((1,), 1, KEEP, ((0, "", 1),), comps, ctx.encode(comps)), 1

@@ -59,6 +59,23 @@ class NodeView:
     groups: tuple[GpuGroup, ...]
     usage: int  # mean GPU usage, per-mille
     results: dict[Any, Any] = field(default_factory=dict)  # per-shape node results
+    _free_gpu: int | None = None
+    _signature: tuple[tuple[int, int], ...] | None = None
+
+    @property
+    def signature(self) -> tuple[tuple[int, int], ...]:
+        """(class id, GPU count) per group: nodes with equal signatures answer alike."""
+        if self._signature is None:
+            self._signature = tuple((gr.info.uid, len(gr.gpus)) for gr in self.groups)
+        return self._signature
+
+    def free_gpu(self, ctx: Context) -> int:
+        """Free GPU capacity of the node, per-mille (the stranding term's ``G``)."""
+        if self._free_gpu is None:
+            from .objective.fragmentation import node_free_gpu
+
+            self._free_gpu = node_free_gpu(ctx, self.node)
+        return self._free_gpu
 
 
 def node_view(ctx: Context, node: Node) -> NodeView:
