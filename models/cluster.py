@@ -39,7 +39,7 @@ def state_from_inventory(inv: Inventory) -> ClusterState:
             for _ in range(count):
                 gpus.append(Gpu(gpu_uuid(n.name, index), index, m.name, n.mode, m.memory_mib, n.split))
                 index += 1
-        nodes.append(Node(n.name, n.mode, tuple(gpus), n.cpu_milli, n.memory_mib, n.labels))
+        nodes.append(Node(n.name, n.mode, tuple(gpus), n.cpu_milli, n.memory_mib, n.labels, applier=n.applier))
     return ClusterState(tuple(nodes), inv.layouts_any)
 
 
@@ -96,7 +96,7 @@ def state_from_objects(
         alloc = (obj.get("status") or {}).get("allocatable") or {}
         cpu = _allocatable(alloc.get("cpu"), cpu_milli)
         mem = _allocatable(alloc.get("memory"), memory_mib)
-        by_name[name] = Node(name, reg.mode, reg.gpus, cpu, mem, labels)
+        by_name[name] = Node(name, reg.mode, reg.gpus, cpu, mem, labels, applier=reg.applier)
     allocs: list[tuple[str, PodAllocation]] = []
     host: dict[str, list[HostUsage]] = {}
     for pod in pods:
