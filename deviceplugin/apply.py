@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from models.catalog import match_nvml_name
 from models.layouts import Layout, Slot, make_layout, profile_counts
 from models.relayout import ChangeKind, Illegal, change_kind
-from models.types import Applier
+from models.types import Applier, NodeMode
 
 from .backend import GpuBackend, GpuInfo
 from .migparted import GpuTarget, MigPartedError, MigPartedRunner, SpecError, parse_config, render_config
@@ -112,6 +112,24 @@ class LayoutApplier:
             if self.run_assert:
                 self.runner.assert_applied(path, name)
             return g
+
+
+class ApplierNotAvailable(Exception):
+    """The chosen applier cannot serve this node yet (a usage error of the command line)."""
+
+
+def resolve_applier(default: str, override: Applier | None, mode: NodeMode, node: str) -> Applier:
+    """The node's applier: the nodeconfig entry's ``migapplier`` over the command line's default.
+
+    ``nvml`` is refused on mig nodes until the plugin's Allocate calls :class:`Relayout` (it still
+    runs its own idle check and mig-parted), so a node never claims a capability it does not serve.
+    """
+    applier = override or Applier(default)
+    if applier is Applier.NVML and mode is NodeMode.MIG:
+        raise ApplierNotAvailable(
+            f"node {node}: applier nvml is not yet available in the device plugin (its Allocate does not call "
+            "deviceplugin.apply.Relayout yet); use mig-parted")
+    return applier
 
 
 class RelayoutError(Exception):

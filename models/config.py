@@ -230,7 +230,7 @@ class NodeConfigEntry:
     core_scaling: float = 1.0
     filter_uuids: tuple[str, ...] = ()
     filter_indexes: tuple[int, ...] = ()
-    applier: Applier = Applier.MIG_PARTED  # dynamig's own key "migapplier" (mig nodes)
+    applier: Applier | None = None  # dynamig's own key "migapplier"; None: the plugin's default
 
 
 def _applier(loc: Located, raw: Any, path: str) -> Applier:
@@ -303,7 +303,7 @@ def parse_node_config(loc: Located) -> tuple[NodeConfigEntry, ...]:
             raise loc.error("filterdevices.uuid must list strings", f"{path}.filterdevices.uuid")
         if not all(isinstance(x, int) and x >= 0 for x in idxs):
             raise loc.error("filterdevices.index must list GPU indexes", f"{path}.filterdevices.index")
-        applier = _applier(loc, e.get("migapplier", Applier.MIG_PARTED.value), f"{path}.migapplier")
+        applier = _applier(loc, e["migapplier"], f"{path}.migapplier") if "migapplier" in e else None
         out.append(NodeConfigEntry(name, mode, split, scaling[0], scaling[1], tuple(uuids), tuple(idxs), applier))
     return tuple(out)
 

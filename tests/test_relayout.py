@@ -168,6 +168,6 @@ def test_inventory_and_nodeconfig_choose_the_applier() -> None:
         load_inventory_text("nodes:\n- {name: a, mode: hami-core, gpus: {model: A30}, applier: nvml}\n")
     entries = parse_node_config(load_text('{"nodeconfig": [{"name": "a", "operatingmode": "mig", '
                                           '"migapplier": "nvml"}, {"name": "b", "operatingmode": "mig"}]}', "nc.json"))
-    assert [e.applier for e in entries] == [Applier.NVML, Applier.MIG_PARTED]
+    assert [e.applier for e in entries] == [Applier.NVML, None]
     with pytest.raises(ConfigError, match=r"nodeconfig\[0\]\.migapplier"):
         parse_node_config(load_text('{"nodeconfig": [{"name": "a", "migapplier": "x"}]}', "nc.json"))
