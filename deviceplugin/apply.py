@@ -209,3 +209,9 @@ class Relayout:
                 raise RelayoutError(e.reason) from e
         self.counts[kind] += 1
         return new
+
+
+def make_relayout(node: str, applier: Applier, backend: GpuBackend, migparted: LayoutApplier) -> Relayout:
+    """The node agent's :class:`Relayout` for its applier (``nvml`` needs a backend with MigOps)."""
+    nvml = NvmlApplier(node, backend) if applier is Applier.NVML else None
+    return Relayout(node, applier, migparted, nvml)

@@ -280,9 +280,10 @@ def test_relayout_dispatches_by_applier(sim: SimBackend) -> None:
     assert nv.ensure(g, make_layout(grow_3g()), held) == g  # none
     with pytest.raises(RelayoutError, match="move, resize or destroy held instance"):
         nv.ensure(g, make_layout([Slot(G7, 0)]), held)
-    from deviceplugin.apply import LayoutApplier
+    from deviceplugin.apply import LayoutApplier, make_relayout
     from deviceplugin.migparted import MigPartedRunner
-    mp = Relayout("n", Applier.MIG_PARTED, LayoutApplier("n", sim, MigPartedRunner(["false"]), None))
+    mp = make_relayout("n", Applier.MIG_PARTED, sim, LayoutApplier("n", sim, MigPartedRunner(["false"]), None))
+    assert mp.nvml is None and make_relayout("n", Applier.NVML, sim, mp.migparted).nvml is not None  # type: ignore[arg-type]
     with pytest.raises(RelayoutError, match=r"re-cuts whole GPUs with nvidia-mig-parted; held: 1g\.10gb@6"):
         mp.ensure(g, make_layout([Slot(G3, 0), Slot(G1, 4), Slot(G1, 6)]), held)
 
