@@ -136,7 +136,8 @@ class NvmlApplier:
         uuid_of = {d.gi_id: d.uuid for d in g.instances}
         wanted = set(target)
         drop = [r for r in records if _slot(r) not in wanted]
-        lost = [f"{_slot(r)} ({uuid_of[r.gi_id]})" for r in drop if uuid_of.get(r.gi_id) in busy]
+        busy_gis = {d.gi_id for d in g.instances if d.uuid in busy}  # a GI is busy if any of its CIs is
+        lost = [f"{_slot(r)} ({uuid_of[r.gi_id]})" for r in drop if r.gi_id in busy_gis]
         if lost:
             raise NvmlApplyError(f"GPU {index}: refusing a layout that destroys held or running instance(s) "
                                  f"{', '.join(sorted(lost))}; nothing changed")

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from .catalog import GpuModel
-from .layouts import Layout, Slot, layout_problems, make_layout
+from .layouts import Layout, Slot, enumerate_layouts, layout_problems, make_layout
 from .types import Applier, Gpu, Node
 
 ChangeKind = Literal["none", "whole", "partial"]
@@ -121,3 +121,10 @@ def change_violations(node: Node, gpu: Gpu, new_layout: Layout, incremental: boo
     if isinstance(kind, Illegal) and kind.kind != "layout-invalid":
         return [(kind.kind, kind.reason)]
     return []
+
+
+def layouts_keeping(model_name: str, held: Iterable[Slot]) -> tuple[Layout, ...]:
+    """Every valid layout of the model's standard profiles that keeps the ``held`` slots: the
+    candidates of a partial change (for a planner), smallest first. Empty ``held``: every layout."""
+    keep = set(held)
+    return tuple(lay for lay in enumerate_layouts(model_name) if keep <= set(lay))

@@ -20,12 +20,12 @@ from models.config import load_inventory_text, parse_node_config
 from models.errors import ConfigError
 from models.layouts import Slot, enumerate_layouts, is_valid, make_layout
 from models.plan import LayoutChange, Plan, apply_plan
-from models.relayout import Illegal, change_kind, gpu_change, held_slots
+from models.relayout import Illegal, change_kind, gpu_change, held_slots, layouts_keeping
 from models.types import Applier, ClusterState, Gpu, MigInstance, Node, NodeMode
 from models.validate import validate
 from models.yamlsrc import load_text
 
-SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 MODELS = ["A100-SXM4-40GB", "A100-SXM4-80GB", "H100-80GB", "A30"]
 
 
@@ -105,6 +105,9 @@ def test_validated_plans_leave_held_instances_in_place(case: tuple[Gpu, tuple[Sl
             assert kinds == {"layout-applier"} and applier is Applier.MIG_PARTED and policy != "hami-v210"
 
 
+G1 = "1g.10gb"
+
+
 def _busy_a100() -> Gpu:
     m = model("A100-SXM4-80GB")
     insts = tuple(MigInstance(Slot("1g.10gb", s), "t/long/0/0" if s == 6 else None, f"MIG-{s}") for s in range(7))
@@ -171,3 +174,13 @@ def test_inventory_and_nodeconfig_choose_the_applier() -> None:
     assert [e.applier for e in entries] == [Applier.NVML, None]
     with pytest.raises(ConfigError, match=r"nodeconfig\[0\]\.migapplier"):
         parse_node_config(load_text('{"nodeconfig": [{"name": "a", "migapplier": "x"}]}', "nc.json"))
+
+
+def test_layouts_keeping_lists_exactly_the_partial_candidates() -> None:
+    gpu = _busy_a100()
+    cands = layouts_keeping(gpu.model, held_slots(gpu))
+    assert cands and all(Slot(G1, 6) in lay for lay in cands)
+    node = Node("a", NodeMode.MIG, (gpu,), applier=Applier.NVML)
+    assert all(gpu_change(node, gpu, lay) in ("partial", "none") for lay in cands)
+    assert make_layout([Slot("3g.40gb", 0), Slot(G1, 4), Slot(G1, 5), Slot(G1, 6)]) in cands
+    assert len(layouts_keeping(gpu.model, ())) == 297  # reference/mig.md section 5
