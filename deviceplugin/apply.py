@@ -1,6 +1,11 @@
-"""Layout application: one GPU to a new MIG layout through nvidia-mig-parted, then verified.
+"""Layout application: one GPU to a new MIG layout, by the node's applier, then verified.
 
-A config names every GPU of the node (the target with its new profile counts, every other GPU with
+:class:`Relayout` is the one entry point: it classifies the change with ``models.relayout`` (none,
+whole, partial, illegal) from what NVML reports and the pods' holdings, and runs the node's applier:
+``mig-parted`` (:class:`LayoutApplier`, whole GPU, only while idle) or ``nvml``
+(:class:`~deviceplugin.nvml_applier.NvmlApplier`, per instance, held instances untouched).
+
+mig-parted: a config names every GPU of the node (the target with its new profile counts, every other GPU with
 its current state) so that mig-parted skips the others and a full ``assert`` passes. One apply at a
 time per node; the result is checked through the backend (mig-parted can exit 0 having created
 nothing, HAMi #2131) and with ``assert``.
@@ -15,8 +20,14 @@ import tempfile
 import threading
 from collections.abc import Mapping
 
+from models.catalog import match_nvml_name
+from models.layouts import Layout, Slot, make_layout, profile_counts
+from models.relayout import ChangeKind, Illegal, change_kind
+from models.types import Applier, NodeMode
+
 from .backend import GpuBackend, GpuInfo
 from .migparted import GpuTarget, MigPartedError, MigPartedRunner, SpecError, parse_config, render_config
+from .nvml_applier import NvmlApplier, NvmlApplyError, busy_uuids
 
 log = logging.getLogger("dynamig.deviceplugin")
 
@@ -101,3 +112,106 @@ class LayoutApplier:
             if self.run_assert:
                 self.runner.assert_applied(path, name)
             return g
+
+
+class ApplierNotAvailable(Exception):
+    """The chosen applier cannot serve this node yet (a usage error of the command line)."""
+
+
+def resolve_applier(default: str, override: Applier | None, mode: NodeMode, node: str) -> Applier:
+    """The node's applier: the nodeconfig entry's ``migapplier`` over the command line's default.
+
+    ``nvml`` is refused on mig nodes until the plugin's Allocate calls :class:`Relayout` (it still
+    runs its own idle check and mig-parted), so a node never claims a capability it does not serve.
+    """
+    applier = override or Applier(default)
+    if applier is Applier.NVML and mode is NodeMode.MIG:
+        raise ApplierNotAvailable(
+            f"node {node}: applier nvml is not yet available in the device plugin (its Allocate does not call "
+            "deviceplugin.apply.Relayout yet); use mig-parted")
+    return applier
+
+
+class RelayoutError(Exception):
+    """A layout change was refused or failed; ``reason`` is one sentence for the pod's annotation."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+def current_layout(g: GpuInfo) -> Layout:
+    return make_layout(Slot(d.profile, d.start) for d in g.instances)
+
+
+def held_slots(g: GpuInfo, held_uuids: frozenset[str] | set[str]) -> tuple[Slot, ...]:
+    """Slots of instances pods hold or processes run on (a process NVML cannot place holds them all)."""
+    busy = busy_uuids(g, held_uuids)
+    if any(not p.mig_uuid for p in g.processes):
+        return current_layout(g)
+    return make_layout(Slot(d.profile, d.start) for d in g.instances if d.uuid in busy)
+
+
+def classify(g: GpuInfo, layout: Layout, held_uuids: frozenset[str] | set[str]) -> ChangeKind | Illegal:
+    """``models.relayout.change_kind`` for a GPU as NVML reports it."""
+    m = match_nvml_name(g.name)
+    if m is None:
+        return Illegal(f"GPU {g.index} ({g.name}) is not in the catalog", "layout-invalid")
+    if not g.mig_enabled:
+        return "whole" if not g.processes else Illegal(f"GPU {g.index} runs processes; MIG mode cannot change")
+    return change_kind(m, current_layout(g), layout, held_slots(g, held_uuids))
+
+
+class Relayout:
+    """Changes a GPU's layout the way the node's applier can, or says why not.
+
+    Call site (the allocator, instead of its own idle check + ``LayoutApplier.apply``)::
+
+        new = relayout.ensure(g, change.layout, held)   # held: MIG UUIDs pods hold on the GPU
+    """
+
+    def __init__(self, node: str, applier: Applier, migparted: LayoutApplier | None,
+                 nvml: NvmlApplier | None = None) -> None:
+        if applier is Applier.NVML and nvml is None:
+            raise ValueError("the nvml applier needs an NvmlApplier")
+        if applier is Applier.MIG_PARTED and migparted is None:
+            raise ValueError("the mig-parted applier needs a LayoutApplier")
+        self.node = node
+        self.applier = applier
+        self.migparted = migparted
+        self.nvml = nvml
+        self.counts: dict[str, int] = {"whole": 0, "partial": 0}  # applied changes by kind (metrics)
+
+    def ensure(self, g: GpuInfo, layout: Layout, held_uuids: frozenset[str] | set[str] = frozenset()) -> GpuInfo:
+        """GPU ``g`` with ``layout`` (unchanged if it has it). Raises :class:`RelayoutError`."""
+        kind = classify(g, layout, held_uuids)
+        where = f"GPU {g.index} ({g.uuid})"
+        if isinstance(kind, Illegal):
+            raise RelayoutError(f"{where}: {kind.reason}")
+        if kind == "none":
+            return g
+        if self.applier is Applier.MIG_PARTED:
+            if kind == "partial" or g.processes:
+                held = ", ".join(str(s) for s in held_slots(g, held_uuids)) or f"{len(g.processes)} process(es)"
+                raise RelayoutError(f"{where}: its MIG layout can change only while no instance is held and nothing "
+                                    f"runs (node {self.node} re-cuts whole GPUs with nvidia-mig-parted; held: {held})")
+            assert self.migparted is not None
+            try:
+                new = self.migparted.apply(g.index, profile_counts(layout))
+            except MigPartedError as e:
+                raise RelayoutError(f"re-partitioning {where} to {describe_counts(profile_counts(layout))} failed: "
+                                    f"{e.reason}") from e
+        else:
+            assert self.nvml is not None
+            try:
+                new = self.nvml.apply(g.index, layout, held_uuids).gpu
+            except NvmlApplyError as e:
+                raise RelayoutError(e.reason) from e
+        self.counts[kind] += 1
+        return new
+
+
+def make_relayout(node: str, applier: Applier, backend: GpuBackend, migparted: LayoutApplier) -> Relayout:
+    """The node agent's :class:`Relayout` for its applier (``nvml`` needs a backend with MigOps)."""
+    nvml = NvmlApplier(node, backend) if applier is Applier.NVML else None
+    return Relayout(node, applier, migparted, nvml)

@@ -1,8 +1,10 @@
 """The GPU backend protocol: what the node agent reads from NVML (or from the simulator).
 
-The plugin itself never changes GPU state: layouts change only through ``nvidia-mig-parted``
-(real or simulated). A backend therefore only *reads*; the simulated backend additionally offers
-the NVML-like mutations that the simulated mig-parted executable uses (see :mod:`deviceplugin.sim`).
+A backend *reads* (:class:`GpuBackend`). Layouts change in one of two ways, the node's applier
+(``models.relayout``): through ``nvidia-mig-parted`` (real or simulated; whole GPU), or, on ``nvml``
+nodes, through the per-instance NVML calls of :class:`MigOps` (create a GPU instance at a placement,
+create its compute instance, destroy), which both backends implement with NVML's return codes
+(:mod:`deviceplugin.nvml` over pynvml, :mod:`deviceplugin.sim` over the simulator state).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Protocol, runtime_checkable
 NVML_ERROR_INVALID_ARGUMENT = 2
 NVML_ERROR_NOT_SUPPORTED = 3
 NVML_ERROR_NOT_FOUND = 6
+NVML_ERROR_UNKNOWN = 999
 NVML_ERROR_IN_USE = 19
 NVML_ERROR_INSUFFICIENT_RESOURCES = 23
 
@@ -23,6 +26,7 @@ NVML_ERROR_STRINGS = {
     NVML_ERROR_NOT_FOUND: "Not Found",
     NVML_ERROR_IN_USE: "In use by another client",
     NVML_ERROR_INSUFFICIENT_RESOURCES: "Insufficient Resources",
+    NVML_ERROR_UNKNOWN: "Unknown Error",
 }
 
 
@@ -125,3 +129,45 @@ class GpuBackend(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class GiRecord:
+    """One GPU instance as NVML lists it, with its compute instances (a usable MIG device has one;
+    none means an interrupted create left it half made)."""
+
+    gi_id: int
+    profile: str  # GI profile name, e.g. "3g.40gb"
+    start: int
+    size: int
+    ci_ids: tuple[int, ...] = ()
+
+
+@runtime_checkable
+class MigOps(Protocol):
+    """Per-instance MIG changes (the ``nvml`` applier's calls). Failures raise :class:`NvmlCallError`
+    with NVML's code: an occupied placement is ``INSUFFICIENT_RESOURCES`` (not ``ALREADY_EXISTS``),
+    destroying an instance that runs a process is ``IN_USE``. Nothing is rolled back by these calls."""
+
+    def gpu_instances(self, index: int) -> tuple[GiRecord, ...]:
+        """Every GPU instance of GPU ``index`` with its compute instances (``nvmlDeviceGetGpuInstances``)."""
+        ...
+
+    def possible_placements(self, index: int, profile: str) -> tuple[tuple[int, int], ...]:
+        """``nvmlDeviceGetGpuInstancePossiblePlacements_v2``: (start, size) the profile may take,
+        whatever is occupied now."""
+        ...
+
+    def create_gpu_instance(self, index: int, profile: str, start: int) -> int:
+        """``nvmlDeviceCreateGpuInstanceWithPlacement``; the new GI id."""
+        ...
+
+    def create_compute_instance(self, index: int, gi_id: int) -> int:
+        """``nvmlGpuInstanceCreateComputeInstance`` with the CI profile spanning the GI; the CI id."""
+        ...
+
+    def destroy_compute_instance(self, index: int, gi_id: int, ci_id: int) -> None: ...
+
+    def destroy_gpu_instance(self, index: int, gi_id: int) -> None:
+        """``nvmlGpuInstanceDestroy`` (its compute instances must be gone first)."""
+        ...

@@ -1,8 +1,10 @@
-"""The NVML backend (pynvml / nvidia-ml-py): read-only discovery on real nodes.
+"""The NVML backend (pynvml / nvidia-ml-py): discovery on real nodes, and per-instance MIG calls.
 
 Reads GPUs, names, UUIDs, memory, MIG mode, GPU-instance profiles with their possible placements,
-existing MIG devices with their UUIDs and placements, and running processes. Never changes
-anything: layouts change only through nvidia-mig-parted.
+existing MIG devices with their UUIDs and placements, and running processes. The reading path
+changes nothing. The :class:`~deviceplugin.backend.MigOps` methods (create a GPU instance at a
+placement, its compute instance, destroy) are used only by the ``nvml`` applier
+(:mod:`deviceplugin.nvml_applier`); on ``mig-parted`` nodes layouts change through nvidia-mig-parted.
 """
 
 from __future__ import annotations
@@ -15,9 +17,11 @@ from typing import Any
 
 from models.catalog import match_nvml_name
 
-from .backend import GiProfile, GpuBackendError, GpuInfo, GpuProcess, MigDevice
+from .backend import GiProfile, GiRecord, GpuBackendError, GpuInfo, GpuProcess, MigDevice, NvmlCallError
 
 _MIB = 1024 * 1024
+#: GI compute slices -> the NVML compute-instance profile enum of the CI spanning the whole GI.
+_CI_PROFILE_BY_SLICES = {1: 0, 2: 1, 3: 2, 4: 3, 7: 4, 8: 5, 6: 6}
 
 
 def _s(v: Any) -> str:
@@ -202,3 +206,121 @@ class NvmlBackend:
         except n.NVMLError:
             return ()
         return tuple((int(arr[k].start), int(arr[k].size)) for k in range(cnt.value))
+
+    # ---- MigOps: per-instance changes (the nvml applier only)
+    def _call(self, what: str, fn: Any, *args: Any) -> Any:
+        try:
+            return fn(*args)
+        except self.nvml.NVMLError as e:
+            raise NvmlCallError(int(getattr(e, "value", 999)), what) from e
+
+    def _profile_table(self, h: Any) -> list[tuple[int, Any]]:
+        """(NVML profile enum, profile info) for every GI profile the GPU supports."""
+        n = self.nvml
+        out = []
+        for p in range(int(n.NVML_GPU_INSTANCE_PROFILE_COUNT)):
+            try:
+                out.append((p, n.nvmlDeviceGetGpuInstanceProfileInfo(h, p)))
+            except n.NVMLError:
+                continue
+        return out
+
+    def _profile_info(self, h: Any, profile: str) -> Any:
+        name = _s(self.nvml.nvmlDeviceGetName(h))
+        for _, info in self._profile_table(h):
+            if self._profile_name(info, name) == profile:
+                return info
+        raise NvmlCallError(3, f"GPU {name} offers no GPU instance profile {profile}")  # NOT_SUPPORTED
+
+    def _ci_ids(self, gi: Any) -> tuple[int, ...]:
+        n = self.nvml
+        ids: list[int] = []
+        for enum in range(int(getattr(n, "NVML_COMPUTE_INSTANCE_PROFILE_COUNT", 9))):
+            try:
+                info = n.nvmlGpuInstanceGetComputeInstanceProfileInfo(gi, enum,
+                                                                      n.NVML_COMPUTE_INSTANCE_ENGINE_PROFILE_SHARED)
+            except n.NVMLError:
+                continue
+            if int(info.instanceCount) == 0:
+                continue
+            arr = (n.c_nvmlComputeInstance_t * int(info.instanceCount))()
+            cnt = ctypes.c_uint(0)
+            try:
+                n.nvmlGpuInstanceGetComputeInstances(gi, info.id, arr, ctypes.byref(cnt))
+            except n.NVMLError:
+                continue
+            ids.extend(int(n.nvmlComputeInstanceGetInfo(arr[k]).id) for k in range(cnt.value))
+        return tuple(sorted(set(ids)))
+
+    def gpu_instances(self, index: int) -> tuple[GiRecord, ...]:
+        n = self.nvml
+        with self._lock:
+            h = self._call("nvmlDeviceGetHandleByIndex", n.nvmlDeviceGetHandleByIndex, index)
+            name = _s(n.nvmlDeviceGetName(h))
+            out = []
+            for _, info in self._profile_table(h):
+                if int(info.instanceCount) == 0:
+                    continue
+                arr = (n.c_nvmlGpuInstance_t * int(info.instanceCount))()
+                cnt = ctypes.c_uint(0)
+                self._call("nvmlDeviceGetGpuInstances", n.nvmlDeviceGetGpuInstances, h, info.id, arr,
+                           ctypes.byref(cnt))
+                for k in range(cnt.value):
+                    gi = n.nvmlGpuInstanceGetInfo(arr[k])
+                    out.append(GiRecord(int(gi.id), self._profile_name(info, name), int(gi.placement.start),
+                                        int(gi.placement.size), self._ci_ids(arr[k])))
+            return tuple(sorted(out, key=lambda r: r.gi_id))
+
+    def possible_placements(self, index: int, profile: str) -> tuple[tuple[int, int], ...]:
+        n = self.nvml
+        with self._lock:
+            h = self._call("nvmlDeviceGetHandleByIndex", n.nvmlDeviceGetHandleByIndex, index)
+            return self._placements(h, int(self._profile_info(h, profile).id))
+
+    def create_gpu_instance(self, index: int, profile: str, start: int) -> int:
+        n = self.nvml
+        with self._lock:
+            h = self._call("nvmlDeviceGetHandleByIndex", n.nvmlDeviceGetHandleByIndex, index)
+            info = self._profile_info(h, profile)
+            sizes = dict(self._placements(h, int(info.id)))
+            if start not in sizes:
+                raise NvmlCallError(2, f"{profile} has no placement at memory slice {start} "
+                                       f"(NVML offers {sorted(sizes)})")  # INVALID_ARGUMENT
+            placement = n.c_nvmlGpuInstancePlacement_t()
+            placement.start, placement.size = start, sizes[start]
+            gi = self._call(f"nvmlDeviceCreateGpuInstanceWithPlacement({profile}@{start})",
+                            n.nvmlDeviceCreateGpuInstanceWithPlacement, h, info.id, ctypes.byref(placement))
+            return int(n.nvmlGpuInstanceGetInfo(gi).id)
+
+    def create_compute_instance(self, index: int, gi_id: int) -> int:
+        n = self.nvml
+        with self._lock:
+            h = self._call("nvmlDeviceGetHandleByIndex", n.nvmlDeviceGetHandleByIndex, index)
+            gi = self._call(f"nvmlDeviceGetGpuInstanceById({gi_id})", n.nvmlDeviceGetGpuInstanceById, h, gi_id)
+            gi_profile = int(n.nvmlGpuInstanceGetInfo(gi).profileId)
+            slices = next((int(i.sliceCount) for _, i in self._profile_table(h) if int(i.id) == gi_profile), 0)
+            enum = _CI_PROFILE_BY_SLICES.get(slices)
+            if enum is None:
+                raise NvmlCallError(3, f"no compute-instance profile spans {slices} slice(s)")
+            ci_info = self._call("nvmlGpuInstanceGetComputeInstanceProfileInfo",
+                                 n.nvmlGpuInstanceGetComputeInstanceProfileInfo, gi, enum,
+                                 n.NVML_COMPUTE_INSTANCE_ENGINE_PROFILE_SHARED)
+            ci = self._call(f"nvmlGpuInstanceCreateComputeInstance(GI {gi_id})",
+                            n.nvmlGpuInstanceCreateComputeInstance, gi, ci_info.id)
+            return int(n.nvmlComputeInstanceGetInfo(ci).id)
+
+    def destroy_compute_instance(self, index: int, gi_id: int, ci_id: int) -> None:
+        n = self.nvml
+        with self._lock:
+            h = self._call("nvmlDeviceGetHandleByIndex", n.nvmlDeviceGetHandleByIndex, index)
+            gi = self._call(f"nvmlDeviceGetGpuInstanceById({gi_id})", n.nvmlDeviceGetGpuInstanceById, h, gi_id)
+            ci = self._call(f"nvmlGpuInstanceGetComputeInstanceById({ci_id})",
+                            n.nvmlGpuInstanceGetComputeInstanceById, gi, ci_id)
+            self._call(f"nvmlComputeInstanceDestroy(GI {gi_id} CI {ci_id})", n.nvmlComputeInstanceDestroy, ci)
+
+    def destroy_gpu_instance(self, index: int, gi_id: int) -> None:
+        n = self.nvml
+        with self._lock:
+            h = self._call("nvmlDeviceGetHandleByIndex", n.nvmlDeviceGetHandleByIndex, index)
+            gi = self._call(f"nvmlDeviceGetGpuInstanceById({gi_id})", n.nvmlDeviceGetGpuInstanceById, h, gi_id)
+            self._call(f"nvmlGpuInstanceDestroy(GI {gi_id})", n.nvmlGpuInstanceDestroy, gi)

@@ -11,7 +11,14 @@ Modelled NVML behaviours (``reference/mig.md`` §6):
   slice profiles and 3g go to the *highest* free legal start, the others to the *lowest* (creating
   1g,1g,2g,3g on an A100 fails with Insufficient Resources while 3g,1g,2g,1g succeeds);
 - asking for an occupied placement returns ``INSUFFICIENT_RESOURCES`` (not ``ALREADY_EXISTS``);
-- destroying an instance that runs a process, or changing MIG mode on a busy GPU, returns ``IN_USE``.
+- destroying an instance that runs a process, or changing MIG mode on a busy GPU, returns ``IN_USE``;
+- a GPU instance and its compute instance are made and destroyed by separate calls (the ``nvml``
+  applier's :class:`~deviceplugin.backend.MigOps`): a GPU instance without a compute instance is not
+  a MIG device (NVML lists no MIG handle for it), and destroying a GPU instance that still has its
+  compute instance returns ``IN_USE``. ``nvidia-mig-parted`` (simulated) makes and destroys both at once.
+
+Faults for tests and the demo: ``faults.migparted_fail`` / ``migparted_hang`` (the simulated
+mig-parted) and ``faults.nvml``, a queue of ``[call, code]`` that fail the next matching MigOps call.
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ from .backend import (
     NVML_ERROR_NOT_FOUND,
     NVML_ERROR_NOT_SUPPORTED,
     GiProfile,
+    GiRecord,
     GpuBackendError,
     GpuInfo,
     GpuProcess,
@@ -114,6 +122,8 @@ class SimState:
         m = model(g["model"])
         insts = []
         for x in sorted(g["instances"], key=lambda x: (x["start"], x["gi_id"])):
+            if x.get("ci_id", 0) is None:
+                continue  # a GPU instance without its compute instance: no MIG device
             p = m.profile(x["profile"])
             insts.append(MigDevice(x["uuid"], x["profile"], x["start"], p.memory_slices, x["gi_id"], x.get("ci_id", 0),
                                    p.memory_mib))
@@ -144,8 +154,49 @@ class SimState:
             raise NvmlCallError(NVML_ERROR_IN_USE, f"GPU {index} still has GPU instances")
         g["mig_enabled"] = enabled
 
-    def create_gpu_instance(self, index: int, profile: str, start: int | None = None) -> dict[str, Any]:
-        """``nvmlDeviceCreateGpuInstance`` (start None: NVML auto-placement) or ``...WithPlacement``."""
+    def gi_records(self, index: int) -> tuple[GiRecord, ...]:
+        m = self.gpu_model(index)
+        return tuple(
+            GiRecord(x["gi_id"], x["profile"], x["start"], m.profile(x["profile"]).memory_slices,
+                     () if x.get("ci_id", 0) is None else (int(x.get("ci_id", 0)),))
+            for x in sorted(self.gpu(index)["instances"], key=lambda x: x["gi_id"]))
+
+    def take_nvml_fault(self, call: str) -> None:
+        """Fail this MigOps call if the next queued ``faults.nvml`` entry names it."""
+        queue = self.faults.get("nvml") or []
+        if queue and queue[0][0] == call:
+            _, code = queue.pop(0)
+            self.faults["nvml"] = queue
+            raise NvmlCallError(int(code), f"injected fault in {call}")
+
+    def _instance(self, index: int, gi_id: int) -> dict[str, Any]:
+        found: list[dict[str, Any]] = [x for x in self.gpu(index)["instances"] if x["gi_id"] == gi_id]
+        if not found:
+            raise NvmlCallError(NVML_ERROR_NOT_FOUND, f"no GPU instance {gi_id} on GPU {index}")
+        return found[0]
+
+    def create_compute_instance(self, index: int, gi_id: int) -> int:
+        x = self._instance(index, gi_id)
+        if x.get("ci_id", 0) is not None:
+            raise NvmlCallError(NVML_ERROR_INSUFFICIENT_RESOURCES, f"GPU instance {gi_id} already has its compute "
+                                                                   "instance")
+        x["ci_id"] = 0
+        return 0
+
+    def destroy_compute_instance(self, index: int, gi_id: int, ci_id: int) -> None:
+        g = self.gpu(index)
+        x = self._instance(index, gi_id)
+        if x.get("ci_id", 0) != ci_id:
+            raise NvmlCallError(NVML_ERROR_NOT_FOUND, f"no compute instance {ci_id} in GPU instance {gi_id}")
+        busy = [p["pid"] for p in g["processes"] if p.get("mig_uuid") == x["uuid"]]
+        if busy:
+            raise NvmlCallError(NVML_ERROR_IN_USE, f"{x['profile']}@{x['start']} runs pid(s) {busy}")
+        x["ci_id"] = None
+
+    def create_gpu_instance(self, index: int, profile: str, start: int | None = None,
+                            with_ci: bool = True) -> dict[str, Any]:
+        """``nvmlDeviceCreateGpuInstance`` (start None: NVML auto-placement) or ``...WithPlacement``;
+        ``with_ci``: also its compute instance (as mig-parted does)."""
         g = self.gpu(index)
         m = self.gpu_model(index)
         if not g["mig_enabled"]:
@@ -162,23 +213,26 @@ class SimState:
             candidates = sorted(p.starts, reverse=_high_first(p))
         for s in candidates:
             if is_valid(m, [*current, Slot(profile, s)]):
-                return self._add_instance(g, profile, s)
+                return self._add_instance(g, profile, s, with_ci)
         raise NvmlCallError(NVML_ERROR_INSUFFICIENT_RESOURCES,
                             f"no free placement for {profile} on GPU {index} (layout {sorted(map(str, current))})")
 
-    def _add_instance(self, g: dict[str, Any], profile: str, start: int) -> dict[str, Any]:
+    def _add_instance(self, g: dict[str, Any], profile: str, start: int, with_ci: bool = True) -> dict[str, Any]:
         g["generation"] = int(g.get("generation", 0)) + 1
         gi_id = int(g.get("next_gi_id", 1))
         g["next_gi_id"] = gi_id + 1
-        inst = {"gi_id": gi_id, "ci_id": 0, "profile": profile, "start": start,
+        inst = {"gi_id": gi_id, "ci_id": 0 if with_ci else None, "profile": profile, "start": start,
                 "uuid": mig_uuid(g["uuid"], Slot(profile, start), g["generation"])}
         g["instances"].append(inst)
         return inst
 
-    def destroy_gpu_instance(self, index: int, gi_id: int) -> None:
+    def destroy_gpu_instance(self, index: int, gi_id: int, with_cis: bool = True) -> None:
+        """``with_cis``: its compute instance too (mig-parted's clear); else one left is ``IN_USE``."""
         g = self.gpu(index)
         for x in g["instances"]:
             if x["gi_id"] == gi_id:
+                if not with_cis and x.get("ci_id", 0) is not None:
+                    raise NvmlCallError(NVML_ERROR_IN_USE, f"GPU instance {gi_id} still has a compute instance")
                 busy = [p["pid"] for p in g["processes"] if p.get("mig_uuid") == x["uuid"]]
                 if busy:
                     raise NvmlCallError(NVML_ERROR_IN_USE, f"{x['profile']}@{x['start']} runs pid(s) {busy}")
@@ -311,6 +365,42 @@ class SimBackend:
     def set_health(self, index: int, healthy: bool) -> None:
         with self.transaction() as st:
             st.gpu(index)["health"] = healthy
+
+    # ---- MigOps (the nvml applier's per-instance calls)
+    def gpu_instances(self, index: int) -> tuple[GiRecord, ...]:
+        return self.read().gi_records(index)
+
+    def possible_placements(self, index: int, profile: str) -> tuple[tuple[int, int], ...]:
+        m = self.read().gpu_model(index)
+        if not m.has_profile(profile):
+            raise NvmlCallError(NVML_ERROR_NOT_SUPPORTED, f"{m.name} has no GPU instance profile {profile}")
+        p = m.profile(profile)
+        return tuple((s, p.memory_slices) for s in p.starts)
+
+    def create_gpu_instance(self, index: int, profile: str, start: int) -> int:
+        with self.transaction() as st:
+            st.take_nvml_fault("create_gpu_instance")
+            return int(st.create_gpu_instance(index, profile, start, with_ci=False)["gi_id"])
+
+    def create_compute_instance(self, index: int, gi_id: int) -> int:
+        with self.transaction() as st:
+            st.take_nvml_fault("create_compute_instance")
+            return st.create_compute_instance(index, gi_id)
+
+    def destroy_compute_instance(self, index: int, gi_id: int, ci_id: int) -> None:
+        with self.transaction() as st:
+            st.take_nvml_fault("destroy_compute_instance")
+            st.destroy_compute_instance(index, gi_id, ci_id)
+
+    def destroy_gpu_instance(self, index: int, gi_id: int) -> None:
+        with self.transaction() as st:
+            st.take_nvml_fault("destroy_gpu_instance")
+            st.destroy_gpu_instance(index, gi_id, with_cis=False)
+
+    def inject_nvml_failure(self, call: str, code: int) -> None:
+        """The next MigOps ``call`` (after any queued before it) fails with NVML ``code``."""
+        with self.transaction() as st:
+            st.faults["nvml"] = [*(st.faults.get("nvml") or []), [call, code]]
 
     def inject_migparted_failure(self, count: int = 1) -> None:
         """The next ``count`` simulated applies fail (after clearing the GPU, as a real failure does)."""

@@ -42,7 +42,7 @@ def state_from_inventory(inv: Inventory) -> ClusterState:
             for _ in range(count):
                 gpus.append(Gpu(gpu_uuid(n.name, index), index, m.name, n.mode, m.memory_mib, n.split))
                 index += 1
-        nodes.append(Node(n.name, n.mode, tuple(gpus), n.cpu_milli, n.memory_mib, n.labels))
+        nodes.append(Node(n.name, n.mode, tuple(gpus), n.cpu_milli, n.memory_mib, n.labels, applier=n.applier))
     return ClusterState(tuple(nodes), inv.layouts_any)
 
 
@@ -107,7 +107,7 @@ def state_from_objects(
         names = _device_names(reg.gpus, reg.nvml_names, (meta.get("annotations") or {}).get(NODE_REGISTER),
                               name, problems)
         gpus = tuple(replace(g, nvml_name=n) if n else g for g, n in zip(reg.gpus, names, strict=True))
-        by_name[name] = Node(name, reg.mode, gpus, cpu, mem, labels)
+        by_name[name] = Node(name, reg.mode, gpus, cpu, mem, labels, applier=reg.applier)
     allocs: list[tuple[str, PodAllocation]] = []
     host: dict[str, list[HostUsage]] = {}
     hami: list[Mapping[str, Any]] = []

@@ -14,7 +14,7 @@ from typing import Any
 from .errors import CodecError
 from .layouts import Layout, Slot, make_layout
 from .plan import LayoutChange, Plan, UnitAssignment
-from .types import Gpu, MigInstance, Node, NodeMode, UnitKind
+from .types import Applier, Gpu, MigInstance, Node, NodeMode, UnitKind
 
 PREFIX = "dynamig.io/"
 NODE_GPUS = "dynamig.io/node-gpus"
@@ -70,11 +70,43 @@ def _dumps(doc: Mapping[str, Any]) -> str:
 # --------------------------------------------------------------------------- node registration
 
 
+#: Namespace of the holder that marks an orphan instance in use (a process no pod accounts for), so
+#: that no plan takes, moves or re-cuts it: ``(orphan)/<MIG UUID>/0/0`` (shaped like a unit holder).
+ORPHAN_NAMESPACE = "(orphan)"
+
+
+def orphan_holder(mig_uuid: str) -> str:
+    return f"{ORPHAN_NAMESPACE}/{mig_uuid}/0/0"
+
+
+@dataclass(frozen=True)
+class Orphan:
+    """An instance NVML reports that no pod accounts for and that the plugin must not hand out or
+    destroy blindly (found at restart adoption, ``deviceplugin.adoption``).
+
+    ``reason``: ``process`` (processes run on it, no pod holds it: published as held),
+    ``incomplete`` (a GPU instance without a compute instance, left by an interrupted apply),
+    ``unknown-profile`` (a profile the catalog does not know: not published as an instance).
+    """
+
+    gpu: str  # GPU UUID
+    profile: str
+    start: int
+    uuid: str | None  # MIG UUID; None for a GPU instance without a compute instance
+    reason: str
+    detail: str = ""
+
+
 @dataclass(frozen=True)
 class NodeRegistration:
     mode: NodeMode
-    gpus: tuple[Gpu, ...]  # instances carry no holders (holders come from pods)
+    gpus: tuple[Gpu, ...]  # instances carry no holders (holders come from pods), orphans excepted
     nvml_names: tuple[str, ...] = ()
+    applier: Applier = Applier.MIG_PARTED  # how this node changes MIG layouts (models.relayout)
+    orphans: tuple[Orphan, ...] = ()
+
+
+# ---- node registration: encode / decode (helper 15b signs the encoded text; keep these two pure)
 
 
 def encode_node(reg: NodeRegistration) -> str:
@@ -94,16 +126,47 @@ def encode_node(reg: NodeRegistration) -> str:
                 ],
             }
         )
-    return _dumps({"v": VERSION, "mode": reg.mode.value, "gpus": gpus})
+    doc: dict[str, Any] = {"v": VERSION, "mode": reg.mode.value, "gpus": gpus}
+    # Written only when they say something, so a default node's registration stays what it was.
+    if reg.applier is not Applier.MIG_PARTED:
+        doc["applier"] = reg.applier.value
+    if reg.orphans:
+        doc["orphans"] = [{"gpu": o.gpu, "profile": o.profile, "start": o.start, "uuid": o.uuid,
+                           "reason": o.reason, **({"detail": o.detail} if o.detail else {})} for o in reg.orphans]
+    return _dumps(doc)
+
+
+def _orphans(doc: Mapping[str, Any], key: str) -> tuple[Orphan, ...]:
+    raw = doc.get("orphans") or []
+    if not isinstance(raw, list):
+        raise CodecError(f"annotation {key}: field 'orphans' must be a list")
+    out = []
+    for o in raw:
+        if not isinstance(o, dict):
+            raise CodecError(f"annotation {key}: each orphan must be an object")
+        uuid = o.get("uuid")
+        out.append(Orphan(_get(o, "gpu", str, key), _get(o, "profile", str, key), _get(o, "start", int, key),
+                          uuid if isinstance(uuid, str) else None, _get(o, "reason", str, key),
+                          str(o.get("detail") or "")))
+    return tuple(out)
 
 
 def decode_node(raw: str) -> NodeRegistration:
+    """The registration; an instance named by a ``process`` orphan comes back held by
+    :func:`orphan_holder`, every other one free."""
     key = NODE_GPUS
     doc = _load(key, raw)
     try:
         mode = NodeMode(str(doc.get("mode")))
     except ValueError:
         raise CodecError(f"annotation {key}: unknown mode {doc.get('mode')!r}") from None
+    try:
+        applier = Applier(str(doc.get("applier", Applier.MIG_PARTED.value)))
+    except ValueError:
+        raise CodecError(f"annotation {key}: unknown applier {doc.get('applier')!r} "
+                         f"(known: {', '.join(a.value for a in Applier)})") from None
+    orphans = _orphans(doc, key)
+    in_use = {o.uuid for o in orphans if o.reason == "process" and o.uuid}
     gpus = []
     names = []
     for g in _get(doc, "gpus", list, key):
@@ -113,7 +176,8 @@ def decode_node(raw: str) -> NodeRegistration:
         for x in g.get("instances") or []:
             slot = Slot(_get(x, "profile", str, key), _get(x, "start", int, key))
             uuid = x.get("uuid")
-            insts.append(MigInstance(slot, None, uuid if isinstance(uuid, str) else None))
+            uuid = uuid if isinstance(uuid, str) else None
+            insts.append(MigInstance(slot, orphan_holder(uuid) if uuid in in_use and uuid else None, uuid))
         gpus.append(
             Gpu(
                 uuid=_get(g, "uuid", str, key),
@@ -127,7 +191,7 @@ def decode_node(raw: str) -> NodeRegistration:
             )
         )
         names.append(str(g.get("nvml", "")))
-    return NodeRegistration(mode, tuple(gpus), tuple(names))
+    return NodeRegistration(mode, tuple(gpus), tuple(names), applier, orphans)
 
 
 # --------------------------------------------------------------------------- pod allocation
@@ -291,4 +355,4 @@ def registration_of(node: Node) -> NodeRegistration:
             tuple(MigInstance(i.slot, None, i.uuid) for i in g.instances))
         for g in node.gpus
     )
-    return NodeRegistration(node.mode, gpus)
+    return NodeRegistration(node.mode, gpus, (), node.applier)

@@ -23,7 +23,7 @@ from .deviceconfig import (
 )
 from .errors import CatalogError
 from .templates import DeviceConfig
-from .types import NodeMode
+from .types import Applier, NodeMode
 from .yamlsrc import Located, load_file, load_text
 
 __all__ = [
@@ -54,9 +54,19 @@ class NodeConfigEntry:
     core_scaling: float = 1.0
     filter_uuids: tuple[str, ...] = ()
     filter_indexes: tuple[int, ...] = ()
+    applier: Applier | None = None  # dynamig's own key "migapplier"; None: the plugin's default
+
+
+def _applier(loc: Located, raw: Any, path: str) -> Applier:
+    try:
+        return Applier(raw)
+    except ValueError:
+        raise loc.error(f"must be 'mig-parted' (whole GPU, idle only) or 'nvml' (per instance), got {raw!r}",
+                        path) from None
 
 
 _NODECONFIG_KEYS = {
+    "migapplier",
     "name",
     "operatingmode",
     "migstrategy",
@@ -117,7 +127,8 @@ def parse_node_config(loc: Located) -> tuple[NodeConfigEntry, ...]:
             raise loc.error("filterdevices.uuid must list strings", f"{path}.filterdevices.uuid")
         if not all(isinstance(x, int) and x >= 0 for x in idxs):
             raise loc.error("filterdevices.index must list GPU indexes", f"{path}.filterdevices.index")
-        out.append(NodeConfigEntry(name, mode, split, scaling[0], scaling[1], tuple(uuids), tuple(idxs)))
+        applier = _applier(loc, e["migapplier"], f"{path}.migapplier") if "migapplier" in e else None
+        out.append(NodeConfigEntry(name, mode, split, scaling[0], scaling[1], tuple(uuids), tuple(idxs), applier))
     return tuple(out)
 
 
@@ -137,6 +148,7 @@ class InventoryNode:
     memory_mib: int | None = None
     split: int = 10
     labels: tuple[tuple[str, str], ...] = ()
+    applier: Applier = Applier.MIG_PARTED  # how its MIG GPUs change layout (models.relayout)
 
 
 @dataclass(frozen=True)
@@ -180,7 +192,7 @@ def parse_inventory(loc: Located) -> Inventory:
         path = f"nodes[{i}]"
         if not isinstance(n, dict):
             raise loc.error("each node must be a mapping", path)
-        bad = set(n) - {"name", "mode", "gpus", "cpu_milli", "memory_mib", "split", "labels"}
+        bad = set(n) - {"name", "mode", "gpus", "cpu_milli", "memory_mib", "split", "labels", "applier"}
         if bad:
             raise loc.error(f"unknown field(s) {sorted(bad)}", path)
         name = n.get("name")
@@ -207,7 +219,10 @@ def parse_inventory(loc: Located) -> Inventory:
         if not isinstance(labels_raw, dict):
             raise loc.error("labels must be a mapping", f"{path}.labels")
         labels = tuple(sorted((str(k), str(v)) for k, v in labels_raw.items()))
-        nodes.append(InventoryNode(name, mode, gpus, cpu_v, mem_v, split, labels))
+        applier = _applier(loc, n.get("applier", Applier.MIG_PARTED.value), f"{path}.applier")
+        if "applier" in n and mode is not NodeMode.MIG:
+            raise loc.error("applier is only for mode mig nodes (how their MIG layouts change)", f"{path}.applier")
+        nodes.append(InventoryNode(name, mode, gpus, cpu_v, mem_v, split, labels, applier))
     templates = BUILTIN_DEVICE_CONFIG
     tpl = data.get("templates")
     if tpl is not None:

@@ -20,6 +20,18 @@ class UnitKind(StrEnum):
     SHARE = "share"
 
 
+class Applier(StrEnum):
+    """How a MIG node changes a GPU's layout (``models.relayout`` decides what each may do).
+
+    ``mig-parted``: the whole GPU is re-cut (``nvidia-mig-parted apply`` clears every instance), so
+    only while none of its instances is held (HAMi <= v2.9; the default). ``nvml``: free instances
+    are destroyed and new ones created at explicit placements while held ones keep running.
+    """
+
+    MIG_PARTED = "mig-parted"
+    NVML = "nvml"
+
+
 @dataclass(frozen=True)
 class MigInstance:
     """One MIG instance of a GPU's current layout; ``holder`` is the unit holding it, or None."""
@@ -108,6 +120,7 @@ class Node:
     memory_mib: int | None = None  # allocatable host memory; None = unknown (not checked)
     labels: tuple[tuple[str, str], ...] = ()
     host: tuple[HostUsage, ...] = ()  # host requests of the pods placed here
+    applier: Applier = Applier.MIG_PARTED  # how its MIG GPUs change layout (models.relayout)
 
     @property
     def cpu_used_milli(self) -> int:

@@ -3,9 +3,10 @@
 ``validate(state, plan, requests)`` returns every rule the plan breaks; an empty list means the
 plan may be used. Rules: every unit of a placed pod exactly once, on one node; nodes, GPUs and
 instances exist; an instance is held by one unit at most; layouts are valid for the model, come
-from the templates unless ``layouts: any``, and change only on idle GPUs; hami-core memory, core
-and split limits hold (deviceSplitCount on MIG GPUs too); mode, type and UUID annotations are
-honoured; host CPU and memory fit where a node's allocatable is known.
+from the templates unless ``layouts: any``, and change only as ``models.relayout`` allows (whole
+re-cuts on idle GPUs; partial changes keeping every held instance, on ``nvml`` nodes); hami-core
+memory, core and split limits hold (deviceSplitCount on MIG GPUs too); mode, type and UUID
+annotations are honoured; host CPU and memory fit where a node's allocatable is known.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from .catalog import GpuModel
 from .layouts import Layout, layout_problems
 from .plan import Plan, UnitAssignment
-from .relayout import layout_change_problem
+from .relayout import change_violations
 from .requests import ContainerRequest, PodRequest, gpu_allowed, profile_serves, share_fit_problem
 from .templates import DeviceConfig
 from .types import ClusterState, Gpu, NodeMode, UnitKind
@@ -72,9 +73,8 @@ def validate(
         problems = layout_problems(gpu.gpu_model, ch.layout)
         if problems:
             bad("layout-invalid", f"{where}: {'; '.join(problems)}")
-        busy = layout_change_problem(gpu, ch.layout, ch.incremental)  # the one rule (models.relayout)
-        if busy is not None:
-            bad("layout-busy", f"{where}: {busy}")
+        for kind, msg in change_violations(state.node(ch.node), gpu, ch.layout, ch.incremental, plan.policy):
+            bad(kind, f"{where}: {msg}")  # models.relayout: busy GPUs, held instances, the node's applier
         if templates is not None and not state.layouts_any and not ch.incremental:
             idx = _template_index(templates, gpu.gpu_model, ch.layout)
             if idx is None:

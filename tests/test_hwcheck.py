@@ -204,3 +204,36 @@ def test_hwcheck_without_driver_exits_1(capsys: pytest.CaptureFixture[str], as_j
         assert doc["driver_version"] is None and doc["error"].startswith("no NVIDIA driver")
     else:
         assert out == ""
+
+
+def test_hwcheck_prints_possible_placements_per_profile_matching_the_catalog() -> None:
+    """Over the fake pynvml (A100-80GB and H100-80GB, NVML's placement rules), every profile's
+    possible placements are printed and agree with the catalog; nothing is changed."""
+    from tests.fakes.fake_pynvml import FakeNvml
+
+    fake = FakeNvml(["A100-SXM4-80GB", "H100-80GB"])
+    fake.create(0, "3g.40gb", 4)
+    report = probe(fake)
+    assert report["matches_catalog"], [g["findings"] for g in report["gpus"]]
+    a100 = report["gpus"][0]
+    by_name = {p["name"]: p for p in a100["profiles"]}
+    assert by_name["3g.40gb"]["placements"] == [[0, 4], [4, 4]]  # whatever is occupied
+    assert by_name["1g.20gb"]["placements"] == [[0, 2], [2, 2], [4, 2], [6, 2]]
+    text = render_text(report)
+    assert "profile 1g.10gb     id 19    9728 MiB placements 0:1 1:1 2:1 3:1 4:1 5:1 6:1  [ok]" in text
+    assert "instance 3g.40gb@4" in text and "matches the catalog" in text
+    assert fake.mutations == 0
+
+
+def test_nvml_applier_flags_say_not_yet_available(capsys: pytest.CaptureFixture[str]) -> None:
+    from deviceplugin.apply import ApplierNotAvailable, resolve_applier
+    from dynamig.cli import main
+    from models.types import Applier, NodeMode
+
+    assert resolve_applier("mig-parted", None, NodeMode.MIG, "n") is Applier.MIG_PARTED
+    assert resolve_applier("nvml", None, NodeMode.HAMI_CORE, "n") is Applier.NVML  # no MIG layouts there
+    with pytest.raises(ApplierNotAvailable, match="node n: applier nvml is not yet available"):
+        resolve_applier("mig-parted", Applier.NVML, NodeMode.MIG, "n")
+    assert main(["demo", "--applier", "nvml", "--json"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and "planner support for partial re-layout not yet available" in err

@@ -57,6 +57,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                         "(Ctrl-C or SIGTERM to stop)")
     p.add_argument("--port", type=_port, default=0, help="extender port with --serve (default: a free port)")
     p.add_argument("--metrics-port", type=_port, default=0, help="metrics port with --serve (default: a free port)")
+    p.add_argument("--applier", choices=("mig-parted", "nvml"), default="mig-parted",
+                   help="how the MIG nodes change layouts (default mig-parted; nvml: not yet available)")
     p.add_argument("--fail-migparted", type=_fault, action="append", default=[], metavar="NODE=N",
                    help="fault injection: the next N mig-parted applies on NODE fail")
     return p
@@ -120,6 +122,11 @@ def run(args: argparse.Namespace) -> int:
     from dynamig.demo.runner import Demo
     from dynamig.demo.workload import generate
 
+    if args.applier == "nvml":
+        print("dynamig demo: --applier nvml: planner support for partial re-layout not yet available (the planner "
+              "does not plan partial changes, and the device plugin's Allocate does not call the nvml applier yet; "
+              "see docs/relayout.md)", file=sys.stderr)
+        return 2
     inventory = load_inventory(args.inventory) if args.inventory else builtin_inventory()
     problem = _check_faults(args.fail_migparted, inventory)
     if problem:

@@ -55,6 +55,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--reset-sim", action="store_true", help="start the simulated GPUs afresh from the inventory")
     p.add_argument("--store", choices=("kube", "memory"), default="kube", help="cluster store (default kube)")
     p.add_argument("--kubeconfig", metavar="FILE", help="kubeconfig (default: in-cluster, else ~/.kube/config)")
+    p.add_argument("--mig-applier", choices=("mig-parted", "nvml"), default="mig-parted",
+                   help="how MIG layouts change (default mig-parted; a nodeconfig migapplier overrides it)")
     p.add_argument("--mode", choices=("mig", "hami-core"), help="override the node's operating mode")
     p.add_argument("--split", type=int, metavar="N", help="override deviceSplitCount (replica IDs per GPU)")
     p.add_argument("--hook-path", metavar="DIR", default="/usr/local",
@@ -120,6 +122,11 @@ def run(args: argparse.Namespace) -> int:
                          refresh_s=args.refresh, config_dir=args.mig_parted_config_dir, allocation_keys=keys)
     if inv_node is not None:
         config = replace(config, mode=inv_node.mode, split=inv_node.split)
+    entry = None
+    if args.node_config:
+        entry = next((e for e in load_node_config(args.node_config) if e.name == args.node), None)
+        if entry is not None:
+            config = config.with_node_config(entry)
     if args.device_config:
         loaded = load_device_config(args.device_config)
         for w in loaded.warnings:
@@ -133,6 +140,12 @@ def run(args: argparse.Namespace) -> int:
             config = config.with_node_config(entry)
     if args.mode:
         config = replace(config, mode=NodeMode(args.mode))
+    from deviceplugin.apply import ApplierNotAvailable, resolve_applier
+    try:
+        resolve_applier(args.mig_applier, entry.applier if entry is not None else None, config.mode, args.node)
+    except ApplierNotAvailable as e:
+        print(f"dynamig deviceplugin: {e}", file=sys.stderr)
+        return 2
     if args.split is not None:
         if args.split < 1:
             raise ConfigError(f"--split must be at least 1, got {args.split}")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from models.config import Inventory, InventoryNode
-from models.types import NodeMode
+from models.types import Applier, NodeMode
 
 BUILTIN_NODES: tuple[tuple[str, NodeMode, str], ...] = (
     ("mig-a100-40g-0", NodeMode.MIG, "A100-SXM4-40GB"),
@@ -15,10 +15,12 @@ BUILTIN_NODES: tuple[tuple[str, NodeMode, str], ...] = (
 )
 
 
-def builtin_inventory(gpus_per_node: int = 8) -> Inventory:
+def builtin_inventory(gpus_per_node: int = 8, applier: Applier = Applier.MIG_PARTED) -> Inventory:
+    """``applier``: how the MIG nodes change layouts (hami-core nodes keep the default)."""
     return Inventory(
         tuple(
-            InventoryNode(name, mode, ((model_name, gpus_per_node),), 96000, 393216, 10)
+            InventoryNode(name, mode, ((model_name, gpus_per_node),), 96000, 393216, 10,
+                          applier=applier if mode is NodeMode.MIG else Applier.MIG_PARTED)
             for name, mode, model_name in BUILTIN_NODES
         ),
         source="<built-in demo inventory>",
