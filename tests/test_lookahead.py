@@ -7,6 +7,8 @@ from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from plangen import clusters, pods
+from test_planner import mig_node, pod
 
 from models.config import builtin_device_config
 from models.plan import apply_plan
@@ -22,9 +24,6 @@ from solver.lookahead import (
     reserved_for_queue,
     solve_queue,
 )
-
-from plangen import clusters, pods
-from test_planner import mig_node, pod
 
 TEMPLATES = builtin_device_config()
 CFG = PlannerConfig(time_budget_ms=2000)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
+from test_planner import mig_node
 
 from extender.lookahead import Lookahead, LookaheadMetrics, LookaheadSettings, queued_pods
 from models.config import builtin_device_config
@@ -15,7 +16,6 @@ from models.plan import Plan
 from models.requests import PodRequest
 from models.types import ClusterState
 from solver import PlannerConfig, plan
-from test_planner import mig_node
 
 TEMPLATES = builtin_device_config()
 
