@@ -1,0 +1,164 @@
+"""Planning for the queue (lookahead): one batch plan over the pending GPU pods, and answers from it.
+
+Pure functions over :class:`models.types.ClusterState`; the extender runs them in a background loop
+(``extender.lookahead``) and the simulator runs the same functions on a simulated clock, so what is
+measured is what runs.
+
+* :func:`queue_order` — the pending pods in kube-scheduler's order (priority, then creation), capped.
+* :func:`solve_queue` — one ``solver.plan`` call in batch mode: the head of the queue plus the rest
+  as ``pending`` (CP-SAT over the whole queue when it has more than one pod).
+* :func:`answer_from` — the part of a batch plan that concerns one pod, re-validated against the
+  *live* state (the batch plan may be stale); ``None`` when it no longer holds.
+* :func:`reserved_for_queue` — the live state with the capacity the batch plan gives to *other*
+  queued pods taken: a per-pod answer first tries this state, so one pod does not take what the
+  queue needs most (a soft reservation — when nothing else fits, the live state is used).
+* :func:`deferred_reason` — why the batch plan does not place a pod, in words a person can act on.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from models.plan import LayoutChange, Plan, PodPlacement, apply_plan
+from models.requests import PodRequest
+from models.templates import DeviceConfig
+from models.types import ClusterState
+from models.validate import validate
+
+#: ``plan(state, pod, config, pending, nodes) -> Plan`` (``solver.plan``'s signature).
+PlanFn = Callable[..., Plan]
+
+
+@dataclass(frozen=True)
+class QueuedPod:
+    """A pending GPU pod and what orders it in the scheduling queue."""
+
+    request: PodRequest
+    priority: int = 0
+    created: str = ""  # RFC 3339 (sorts as text) or any monotone text; ties broken by key
+
+
+def queue_order(pods: Iterable[QueuedPod], limit: int) -> tuple[PodRequest, ...]:
+    """kube-scheduler's active-queue order (higher priority first, then older first), ``limit`` pods."""
+    if limit <= 0:
+        return ()
+    ranked = sorted(pods, key=lambda q: (-q.priority, q.created, q.request.key))
+    return tuple(q.request for q in ranked[:limit])
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """A batch plan for the queue, and when and on what it was made."""
+
+    plan: Plan
+    queue: tuple[str, ...]  # pod keys, queue order
+    revision: int  # the store revision of the state it was planned on
+    solved_at: float  # clock seconds
+    solve_ms: float
+
+    @property
+    def placed(self) -> tuple[str, ...]:
+        return tuple(p.pod for p in self.plan.placements if p.placed)
+
+    def placement(self, key: str) -> PodPlacement | None:
+        return next((p for p in self.plan.placements if p.pod == key), None)
+
+
+def solve_queue(plan_fn: PlanFn, config: Any, state: ClusterState, queue: Sequence[PodRequest],
+                revision: int, now: float) -> BatchPlan | None:
+    """One batch plan for ``queue`` on ``state`` (``None`` for an empty queue)."""
+    if not queue:
+        return None
+    out = plan_fn(state, queue[0], config, tuple(queue[1:]), None)
+    return BatchPlan(out, tuple(q.key for q in queue), revision, now, out.solve_ms)
+
+
+def _gpu_layout(state: ClusterState, change: LayoutChange) -> Any:
+    try:
+        return state.gpu(change.node, change.gpu).layout
+    except KeyError:
+        return None
+
+
+def sub_plan(batch: BatchPlan, key: str, state: ClusterState) -> Plan | None:
+    """The batch plan's answer for ``key`` alone, expressed against ``state``: the pod's units and
+    the layout changes of the GPUs they use that ``state`` does not already have (a layout an earlier
+    queued pod's reservation introduced is not changed again). ``None`` if the plan does not place it.
+    """
+    pl = batch.placement(key)
+    if pl is None or not pl.placed:
+        return None
+    used = {(u.node, u.gpu) for u in pl.units}
+    changes = tuple(c for c in batch.plan.layout_changes
+                    if (c.node, c.gpu) in used and _gpu_layout(state, c) != c.layout)
+    changed = {(c.node, c.gpu) for c in changes}
+    units = tuple(replace(u, reconfigure=(u.node, u.gpu) in changed) for u in pl.units)
+    return Plan((replace(pl, units=units),), changes, batch.plan.stages, batch.plan.status, 0.0, (),
+                batch.plan.policy)
+
+
+def answer_from(batch: BatchPlan | None, request: PodRequest, state: ClusterState,
+                templates: DeviceConfig, nodes: Sequence[str] | None = None) -> Plan | None:
+    """The batch plan's placement of ``request`` if it still holds on the live ``state`` (and lands on
+    one of ``nodes`` when given); ``None`` otherwise, and the per-pod planner answers."""
+    if batch is None or request.key not in batch.queue:
+        return None
+    sub = sub_plan(batch, request.key, state)
+    if sub is None or sub.primary is None:
+        return None
+    if nodes is not None and sub.primary.node not in set(nodes):
+        return None
+    if validate(state, sub, {request.key: request}, templates):
+        return None
+    return sub
+
+
+def reserved_for_queue(batch: BatchPlan | None, state: ClusterState, requests: Mapping[str, PodRequest],
+                       templates: DeviceConfig, except_key: str) -> ClusterState:
+    """``state`` with the batch plan's placements of the other queued pods applied, in queue order,
+    each only if it still holds (so a stale plan reserves only what is still there)."""
+    if batch is None:
+        return state
+    out = state
+    for key in batch.queue:
+        req = requests.get(key)
+        if key == except_key or req is None:
+            continue
+        sub = sub_plan(batch, key, out)
+        if sub is None or validate(out, sub, {key: req}, templates):
+            continue
+        out = apply_plan(out, sub, {key: req})
+    return out
+
+
+def _describe_change(c: LayoutChange, state: ClusterState) -> str:
+    try:
+        where = f"GPU {c.node}/{state.gpu(c.node, c.gpu).index}"
+    except KeyError:
+        where = f"GPU {c.node}/{c.gpu}"
+    counts = Counter(s.profile for s in c.layout)
+    return f"{where} is being re-cut to " + ", ".join(f"{p} x{n}" for p, n in sorted(counts.items()))
+
+
+def deferred_reason(batch: BatchPlan | None, key: str, state: ClusterState) -> str | None:
+    """Why the batch plan leaves ``key`` waiting (``None`` if it places it or does not know it)."""
+    if batch is None or key not in batch.queue:
+        return None
+    pl = batch.placement(key)
+    if pl is not None and pl.placed:
+        return None
+    pos = batch.queue.index(key)
+    ahead = [k for k in batch.queue[:pos] if (p := batch.placement(k)) is not None and p.placed]
+    reasons = sorted({why for _, why in batch.plan.reasons})
+    parts = [f"queued #{pos + 1} of {len(batch.queue)}; the queue plan places {len(batch.placed)} pod(s)"
+             + (f", {len(ahead)} of them ahead of this one" if ahead else "")]
+    if batch.plan.layout_changes:
+        parts.append("; ".join(_describe_change(c, state) for c in batch.plan.layout_changes[:3]) +
+                     (f" (and {len(batch.plan.layout_changes) - 3} more)" if len(batch.plan.layout_changes) > 3
+                      else "") + " for the pods ahead")
+    if reasons:
+        parts.append("nothing left for this pod: " + reasons[0])
+    return "; ".join(parts)
