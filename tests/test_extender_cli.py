@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from typing import Any
 
 import httpx
 import pytest
@@ -103,3 +104,34 @@ def test_user_errors(tmp_path: object) -> None:
     with pytest.raises(ConfigError, match="--leader-elect"):
         cmd.build(parse("--store", "memory", "--inventory", inv, "--leader-elect"))
     assert cmd.run(parse("--tls-cert-file", "x")) == 2
+
+
+def test_services_without_credentials_and_bad_numbers_exit_cleanly(tmp_path: Any) -> None:
+    """Issue 15, finding 8: no traceback; one line; 1 for a user error, 2 for a usage error."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    cli = str(Path(sys.executable).with_name("dynamig"))
+    inv = write(str(tmp_path), "inv.yaml", INVENTORY)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KUBERNETES_", "KUBECONFIG"))}
+    env["HOME"] = str(tmp_path)  # no ~/.kube/config
+    runs = {
+        "extender": ([cli, "extender"], 1),
+        "deviceplugin": ([cli, "deviceplugin", "--node", "solo", "--backend", "sim", "--inventory", inv,
+                          "--device-plugin-dir", str(tmp_path), "--sim-state", str(tmp_path / "sim.json")], 1),
+        "policy": ([cli, "extender", "--policy", "nonsense"], 2),
+        "budget": ([cli, "plan", "--inventory", inv, "--pod", inv, "--budget-ms", "-5"], 2),
+    }
+    procs = {k: subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for k, (argv, _) in runs.items()}
+    errs = {}
+    for k, p in procs.items():
+        out, errs[k] = p.communicate(timeout=120)
+        assert p.returncode == runs[k][1], (k, p.returncode, errs[k])
+        assert "Traceback" not in errs[k] and out == "", (k, errs[k])
+    for k in ("extender", "deviceplugin"):
+        (line,) = errs[k].strip().splitlines()
+        assert line.startswith(f"dynamig {k}: ") and "no Kubernetes credentials" in line, line
+    assert "invalid choice: 'nonsense'" in errs["policy"]
+    assert errs["budget"].strip() == "dynamig plan: --budget-ms -5: must be a number of milliseconds > 0"
