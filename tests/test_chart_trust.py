@@ -48,6 +48,8 @@ def _key_volume(pod: dict[str, Any], c: dict[str, Any]) -> str:
 
 
 def test_allocation_key_reaches_extender_and_plugin(case: Case, tmp_path: Path) -> None:  # noqa: F811
+    policies = case.all("ValidatingAdmissionPolicy")
+    assert len(policies) == len(case.all("ValidatingAdmissionPolicyBinding")) == 2  # rendered for 1.33
     ext = case.container(case.scheduler_pod, "extender")
     dp = case.container(case.plugin_pod, "device-plugin")
     assert _args(ext, "--allocation-key-file") == [KEY_PATH] == _args(dp, "--allocation-key-file")
@@ -73,7 +75,7 @@ def test_existing_secret_is_used_and_none_generated(helm: str) -> None:  # noqa:
 
 
 @pytest.mark.parametrize(("args", "expected"), [
-    ((), 2), (("--kube-version", "1.29.9"), 0), (("--set", "admissionPolicy.enabled=false"), 0),
+    (("--kube-version", "1.29.9"), 0), (("--set", "admissionPolicy.enabled=false"), 0),
     (("--kube-version", "1.29.9", "--set", "admissionPolicy.enabled=true"), 2),
 ])
 def test_admission_policies_render_when_the_cluster_has_them(helm: str, args: tuple[str, ...],  # noqa: F811
@@ -119,10 +121,8 @@ class Policy:
 
 
 @pytest.fixture(scope="module")
-def policies(helm: str) -> dict[str, Policy]:  # noqa: F811
-    proc = _template(helm, None)
-    assert proc.returncode == 0, proc.stderr
-    docs = [d for d in yaml.safe_load_all(proc.stdout) if d and d["kind"] == "ValidatingAdmissionPolicy"]
+def policies(manifests: dict[str, list[dict[str, Any]]]) -> dict[str, Policy]:  # noqa: F811
+    docs = [d for d in manifests["default"] if d["kind"] == "ValidatingAdmissionPolicy"]
     return {d["metadata"]["name"].removeprefix(f"{FULLNAME}-"): Policy(d) for d in docs}
 
 
@@ -201,10 +201,9 @@ def test_node_policy(policies: dict[str, Policy]) -> None:
     assert pol.allowed("UPDATE", with_ann(n, node_lock=None), n, "admin", groups=("system:masters",))
 
 
-def test_webhook_sees_creates_and_every_update_that_touches_a_dynamig_key(helm: str) -> None:  # noqa: F811
-    proc = _template(helm, None, "--show-only", "templates/webhook.yaml")
-    assert proc.returncode == 0, proc.stderr
-    (mwc,) = [d for d in yaml.safe_load_all(proc.stdout) if d and d["kind"] == "MutatingWebhookConfiguration"]
+def test_webhook_sees_creates_and_every_update_that_touches_a_dynamig_key(
+        helm: str, manifests: dict[str, list[dict[str, Any]]]) -> None:  # noqa: F811
+    (mwc,) = [d for d in manifests["default"] if d["kind"] == "MutatingWebhookConfiguration"]
     (cond,) = mwc["webhooks"][0]["matchConditions"]
     env = celpy.Environment()
     prog = env.program(env.compile(cond["expression"]))
