@@ -37,6 +37,7 @@ from . import monitor, webhook
 from .config import ExtenderConfig
 from .core import Extender, FilterOutcome
 from .limits import pod_limit_problem
+from .lookahead import LookaheadMetrics
 from .metrics import ExtenderMetrics
 from .wire import (
     BadRequest,
@@ -256,7 +257,12 @@ def _app(sh: _Shared, routers: list[APIRouter], title: str) -> FastAPI:
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         history = monitor.history_for(sh.ext)  # the monitor page's last hour, sampled while serving
         history.start()
+        la = sh.ext.lookahead
+        if la is not None:
+            la.start()  # idempotent: the scheduler and public apps share one loop
         yield
+        if la is not None:
+            la.stop()
         history.stop()
         sh.solve_pool.shutdown(wait=False, cancel_futures=True)
         sh.io_pool.shutdown(wait=False, cancel_futures=True)
@@ -283,6 +289,8 @@ def _shared(store: ClusterStore, config: ExtenderConfig | None) -> _Shared:
     config = config or ExtenderConfig()
     ext = Extender(store, config)
     metrics = ExtenderMetrics(ext, legacy=config.legacy_metrics, hami_version=config.hami_metrics)
+    if ext.lookahead is not None:
+        ext.lookahead.metrics = LookaheadMetrics(metrics.registry, ext.lookahead)
     return _Shared(store, config, ext, metrics,
                    ThreadPoolExecutor(max(1, config.max_concurrent_solves), thread_name_prefix="dynamig-solve"),
                    ThreadPoolExecutor(16, thread_name_prefix="dynamig-io"), {})

@@ -36,6 +36,12 @@ class ExtenderConfig:
     policy: str = "dynamig"
     time_budget_ms: float = 200.0
     workers: int = 1
+    #: how a single-pod query is solved: auto/dp (exact per-node decomposition) or cpsat (one model)
+    engine: str = "auto"
+    #: lookahead: plan up to this many pending GPU pods together with CP-SAT in the background
+    #: (extender.lookahead; 0 = off) within ``lookahead_budget_ms`` per re-solve
+    lookahead: int = 0
+    lookahead_budget_ms: float = 1000.0
     seed: int = 0
     planner: PlanFn | None = None  # default: solver.plan
     planner_config: Any = None  # default: solver.PlannerConfig(...) from the fields above
@@ -87,7 +93,7 @@ class ExtenderConfig:
             if cfg is None:
                 kw: dict[str, Any] = dict(templates=self.templates, layouts_any=self.layouts_any,
                                           time_budget_ms=self.time_budget_ms, policy=self.policy,
-                                          workers=self.workers, seed=self.seed)
+                                          workers=self.workers, seed=self.seed, engine=self.engine)
                 if self.objective is not None:
                     kw["objective"] = self.objective
                 cfg = solver.PlannerConfig(**kw)

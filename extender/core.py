@@ -50,6 +50,7 @@ from models.types import ClusterState, NodeMode
 from models.validate import validate
 
 from .config import ExtenderConfig, call_plan
+from .lookahead import Lookahead, LookaheadSettings
 from .wire import MAX_PRIORITY, BindingArgs, ExtenderArgs, filter_result
 
 log = logging.getLogger(__name__)
@@ -238,6 +239,33 @@ class Extender:
         self._unplaceable: OrderedDict[str, tuple[float, str]] = OrderedDict()
         self._binding: set[str] = set()  # pods between node lock and Binding in this process
         self.metrics: Any = None  # set by the app (extender.metrics.ExtenderMetrics)
+        self._lookahead: Lookahead | None = None
+
+    # ------------------------------------------------------------------ lookahead
+    @property
+    def lookahead(self) -> Lookahead | None:
+        """The background batch planner for the queue (None when ``config.lookahead`` is 0)."""
+        if self._lookahead is None and self.config.lookahead > 0:
+            fn, cfg = self.planner()
+            with self._guard:
+                if self._lookahead is None:
+                    self._lookahead = Lookahead(
+                        self.snapshot, fn, cfg, self.config.templates,
+                        LookaheadSettings(limit=self.config.lookahead, budget_ms=self.config.lookahead_budget_ms,
+                                          scheduler_name=self.config.scheduler_name))
+        return self._lookahead
+
+    def plan_for(self, state: ClusterState, req: PodRequest, nodes: Sequence[str]) -> Plan:
+        """A filter's plan: the queue's batch plan when it places this pod and still holds, else the
+        per-pod planner (first around what the batch plan keeps for other queued pods)."""
+        la = self.lookahead
+        if la is None:
+            return self.plan(state, req, nodes)
+        got = la.answer(req, state, nodes)
+        if got is not None:
+            return got
+        la.notify()  # a pod the batch plan does not know, or a stale plan: re-solve soon
+        return la.around_queue(req, state, nodes, self.plan)
 
     # ------------------------------------------------------------------ planning
     def planner(self) -> tuple[Any, Any]:
@@ -399,11 +427,15 @@ class Extender:
             if not known:
                 self._mark_unplaceable(req.key, "no candidate node has dynamig GPUs")
                 return FilterOutcome(filter_result(args, [], failed), "unplaceable")
-            plan = self.plan(state, req, known)
+            plan = self.plan_for(state, req, known)
             reasons = dict(plan.reasons)
             if not plan.placed:
+                la = self.lookahead
+                queued = la.reason(req.key, state) if la is not None else None
                 for n in known:
                     failed[n] = reasons.get(n) or f"no placement for {req.key} on this node"
+                    if queued:
+                        failed[n] = f"{failed[n]} ({queued})"
                 self._mark_unplaceable(req.key, "; ".join(sorted(set(failed.values())))[:500])
                 return FilterOutcome(filter_result(args, [], failed), "unplaceable", plan)
             chosen = plan.placements[0].node or ""

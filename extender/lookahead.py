@@ -193,6 +193,7 @@ class Lookahead:
 
     def start(self) -> None:
         if self.enabled and self._thread is None:
+            self._stop.clear()
             self._thread = threading.Thread(target=self._run, name="dynamig-lookahead", daemon=True)
             self._thread.start()
             self._wake.set()

@@ -76,6 +76,14 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--kubeconfig", metavar="FILE", help="kubeconfig (default: in-cluster, else ~/.kube/config)")
     p.add_argument("--policy", default="dynamig", choices=POLICIES, help="placement policy (default dynamig)")
     p.add_argument("--time-budget-ms", type=float, default=200.0, help="planner budget per filter (default 200)")
+    p.add_argument("--engine", default="auto", choices=("auto", "dp", "cpsat"),
+                   help="single-pod solver: auto/dp (exact per-node decomposition) or cpsat (one CP-SAT model; "
+                        "default auto)")
+    p.add_argument("--lookahead", type=int, default=0, metavar="N",
+                   help="plan up to N pending GPU pods together with CP-SAT in the background and answer filters "
+                        "from that plan (default 0: off; see docs/decisions.md)")
+    p.add_argument("--lookahead-budget-ms", type=float, default=1000.0, metavar="MS",
+                   help="CP-SAT time per lookahead re-solve (default 1000)")
     p.add_argument("--layouts-any", action="store_true", help="allow every valid MIG layout, not only templates")
     p.add_argument("--max-concurrent-solves", type=int, default=4, help="parallel solves (default 4)")
     p.add_argument("--identity", help="this instance's identity (node-lock owner, Lease holder)")
@@ -160,6 +168,7 @@ def build(args: argparse.Namespace) -> tuple[ClusterStore, ExtenderConfig, list[
     kw: dict[str, Any] = dict(
         scheduler_name=args.scheduler_name, layouts_any=layouts_any, policy=args.policy,
         time_budget_ms=args.time_budget_ms, max_concurrent_solves=args.max_concurrent_solves,
+        engine=args.engine, lookahead=args.lookahead, lookahead_budget_ms=args.lookahead_budget_ms,
         legacy_metrics=args.legacy_metrics, reservation_ttl_s=args.reservation_ttl,
         allocation_keys=keys, trusted_users=tuple(args.trusted_user),
         node_agent_users=tuple(args.node_agent_user), hami_metrics=args.hami_metrics,
@@ -217,6 +226,10 @@ def check_args(args: argparse.Namespace) -> str | None:
         return f"--reservation-ttl {args.reservation_ttl}: must be a number of seconds >= 0"
     if not (args.time_budget_ms > 0 and args.time_budget_ms < float("inf")):
         return f"--time-budget-ms {args.time_budget_ms}: must be > 0"
+    if args.lookahead < 0:
+        return f"--lookahead {args.lookahead}: must be >= 0 (0 = off)"
+    if not (args.lookahead_budget_ms > 0 and args.lookahead_budget_ms < float("inf")):
+        return f"--lookahead-budget-ms {args.lookahead_budget_ms}: must be > 0"
     if args.max_concurrent_solves < 1:
         return f"--max-concurrent-solves {args.max_concurrent_solves}: must be >= 1"
     if bool(args.tls_cert_file) != bool(args.tls_key_file):

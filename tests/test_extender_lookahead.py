@@ -1,0 +1,76 @@
+"""The extender with lookahead (issue 13): filters answered from the queue's batch plan, deferred pods
+told why, the flags and the metrics — on the real core and planner, memory store."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import generate_latest
+from test_extender_support import memory_store, pod_manifest
+
+import solver
+from extender import ExtenderConfig
+from extender.core import Extender
+from extender.lookahead import LookaheadMetrics
+from extender.wire import parse_extender_args
+from models.store import InMemoryStore
+
+ONE_40GB = """
+nodes:
+  - name: solo
+    mode: mig
+    gpus: {model: A100-SXM4-40GB, count: 1}
+"""
+
+
+def make(lookahead: int) -> tuple[InMemoryStore, Extender]:
+    store = memory_store(ONE_40GB)
+    ext = Extender(store, ExtenderConfig(planner=solver.plan, planner_config=solver.PlannerConfig(),
+                                         identity="ext-a", lookahead=lookahead, lookahead_budget_ms=2000))
+    return store, ext
+
+
+def filt(store: InMemoryStore, ext: Extender, name: str) -> dict[str, Any]:
+    pod = store.get_pod("ml", name)
+    return ext.filter(parse_extender_args({"Pod": pod, "NodeNames": ["solo"]})).result
+
+
+def test_the_queue_plan_places_both_pods_the_per_pod_planner_would_not() -> None:
+    results = {}
+    for la in (0, 8):
+        store, ext = make(la)
+        for name, mem in (("a", "8000"), ("b", "15000")):
+            store.create_pod(pod_manifest(name, mem=mem))
+        if la:
+            assert ext.lookahead is not None and ext.lookahead.run_once()
+        results[la] = [bool(filt(store, ext, n)["NodeNames"]) for n in ("a", "b")]
+    assert results[8] == [True, True]
+    assert results[0] != [True, True], "per-pod planning alone already places both: the test shows nothing"
+
+
+def test_metrics_and_deferred_reason() -> None:
+    store, ext = make(8)
+    for name in ("first", "second"):
+        store.create_pod(pod_manifest(name, mem="39000"))
+    la = ext.lookahead
+    assert la is not None
+    from prometheus_client import CollectorRegistry
+
+    reg = CollectorRegistry(auto_describe=False)
+    la.metrics = LookaheadMetrics(reg, la)
+    assert la.run_once()
+    assert filt(store, ext, "first")["NodeNames"] == ["solo"]
+    out = filt(store, ext, "second")
+    assert out["NodeNames"] == []
+    why = out["FailedNodes"]["solo"]
+    assert "queued #2 of 2" in why, why
+    text = generate_latest(reg).decode()
+    assert "dynamig_batch_solves_total" in text and 'dynamig_filter_answers_total{source="batch"} 1.0' in text
+
+
+def test_off_by_default_and_engine_reaches_the_planner() -> None:
+    store = memory_store(ONE_40GB)
+    ext = Extender(store, ExtenderConfig(identity="x"))
+    assert ext.lookahead is None
+    _, cfg = ExtenderConfig(engine="cpsat").make_planner()
+    assert cfg.engine == "cpsat"
