@@ -123,10 +123,17 @@ class DeviceConfig:
     def group_for(self, gpu_model: GpuModel) -> ModelGeometries | None:
         """The group for a catalog model: HAMi's rule on the model's NVML names (the first group,
         in file order, that one of them matches and that the model can realise)."""
-        for g in self.groups:
-            if g.serves_model(gpu_model) and any(g.matches(n) for n in nvml_names(gpu_model)):
-                return g
-        return None
+        return self._group_of.get(gpu_model.name)
+
+    @cached_property
+    def _group_of(self) -> dict[str, ModelGeometries]:
+        out: dict[str, ModelGeometries] = {}
+        for m in CATALOG:
+            g = next((g for g in self.groups if g.serves_model(m) and any(g.matches(n) for n in nvml_names(m))),
+                     None)
+            if g is not None:
+                out[m.name] = g
+        return out
 
     @cached_property
     def _layouts(self) -> dict[str, tuple[TemplateLayout, ...]]:

@@ -7,6 +7,7 @@ import itertools
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from models.catalog import GpuModel, model
@@ -48,7 +49,11 @@ class LayoutOption:
 
     def order(self, held: Iterable[tuple[str, int]]) -> int:
         """The template_order cost of cutting this layout for units of ``held`` profiles."""
-        return first_match_order(self.rank, dict(self.positions), held)
+        return first_match_order(self.rank, self._positions, held)
+
+    @cached_property
+    def _positions(self) -> dict[str, int]:
+        return dict(self.positions)
 
 
 @dataclass
