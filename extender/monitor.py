@@ -123,10 +123,24 @@ def _usage(state: ClusterState) -> tuple[float, float, int, int]:
     return (100.0 * used_mem / mem if mem else 0.0, 100.0 * cores / (100 * gpus) if gpus else 0.0, busy, gpus)
 
 
+def _holders(state: ClusterState) -> dict[str, list[str]]:
+    """Pod key -> the GPUs (and instances or shares) it holds."""
+    held: dict[str, list[str]] = {}
+    for n in state.nodes:
+        for g in n.gpus:
+            for i in g.instances:
+                if i.holder:
+                    held.setdefault(pod_of_holder(i.holder), []).append(f"{n.name} GPU {g.index} {i.slot.profile}")
+            for s in g.shares:
+                held.setdefault(pod_of_holder(s.holder), []).append(
+                    f"{n.name} GPU {g.index} share {s.memory_mib} MiB/{s.cores}%")
+    return held
+
+
 def sample_of(ext: Extender, pods: list[dict[str, Any]] | None = None) -> Sample:
     snap = ext.snapshot()
     mem, comp, busy, gpus = _usage(snap.state)
-    rows = pods if pods is not None else _pods(snap, {}, {})
+    rows = pods if pods is not None else _pods(snap, _holders(snap.state), {})
     running = sum(1 for p in rows if p["gpus"])
     pending = sum(1 for p in rows if p["gpu_pod"] and not p["gpus"] and not p["node"]
                   and p["phase"] in (None, "Pending"))
@@ -185,7 +199,7 @@ def monitor_state(ext: Extender) -> dict[str, Any]:
     snap = ext.snapshot()
     state = snap.state
     nodes = []
-    held: dict[str, list[str]] = {}
+    held = _holders(state)
     for n in state.nodes:
         gpus = []
         for g in n.gpus:
@@ -195,8 +209,6 @@ def monitor_state(ext: Extender) -> dict[str, Any]:
             for i in g.instances:
                 p = gm.profile(i.slot.profile)
                 pod = pod_of_holder(i.holder) if i.holder else None
-                if pod:
-                    held.setdefault(pod, []).append(f"{n.name} GPU {g.index} {i.slot.profile}")
                 insts.append({
                     "profile": i.slot.profile, "start": i.slot.start, "slices": p.memory_slices,
                     "memory_mib": p.memory_mib, "cores": gm.core_percent(p), "holder": i.holder,
@@ -204,9 +216,8 @@ def monitor_state(ext: Extender) -> dict[str, Any]:
                 })
             shares = []
             for s in g.shares:
-                pod = pod_of_holder(s.holder)
-                held.setdefault(pod, []).append(f"{n.name} GPU {g.index} share {s.memory_mib} MiB/{s.cores}%")
-                shares.append({"pod": pod, "holder": s.holder, "memory_mib": s.memory_mib, "cores": s.cores})
+                shares.append({"pod": pod_of_holder(s.holder), "holder": s.holder, "memory_mib": s.memory_mib,
+                               "cores": s.cores})
             gpus.append({
                 "index": g.index, "uuid": g.uuid, "model": g.model, "mode": g.mode.value, "health": g.health,
                 "memory_mib": g.memory_mib, "memory_slices": gm.memory_slices if g.mode is NodeMode.MIG else 0,

@@ -65,6 +65,8 @@ def test_clean_doc() -> None:
     (["demo", "--port", "70000"], "expected a port"),
     (["demo", "--fail-migparted", "foo"], "expected NODE=N"),
     (["simulate", "--nodes", "x.csv"], "required: --pods"),
+    (["bench", "--batch-budget-ms", "0"], "must be positive"),
+    (["bench", "--nodes", "0"], "must be at least 1"),
 ])
 def test_usage_errors_exit_2_before_any_work(argv: list[str], message: str,
                                              capsys: pytest.CaptureFixture[str]) -> None:

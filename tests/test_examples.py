@@ -4,13 +4,12 @@ example GPU pod gets a valid plan on the mixed inventory; the openb-format files
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from conftest import ROOT
 
+from dynamig import cli
 from models.cluster import state_from_inventory
 from models.config import load_device_config, load_inventory
 from models.requests import parse_pod
@@ -40,12 +39,10 @@ def test_device_config_loads_without_warnings() -> None:
     assert loaded.warnings == () and len(loaded.config.groups) == 2
 
 
-def test_validate_config_cli_accepts_every_example() -> None:
+def test_validate_config_cli_accepts_every_example(capsys: pytest.CaptureFixture[str]) -> None:
     files = [str(p) for p in INVENTORIES] + [str(EXAMPLES / "device-config.yaml")]
-    r = subprocess.run([sys.executable, "-m", "dynamig", "validate-config", *files], capture_output=True, text=True,
-                       cwd=ROOT, timeout=120)
-    assert r.returncode == 0, r.stderr
-    assert r.stdout.count(": ok (") == len(files)
+    assert cli.main(["validate-config", *files]) == 0
+    assert capsys.readouterr().out.count(": ok (") == len(files)
 
 
 @pytest.mark.parametrize("path", PODS, ids=lambda p: p.name)
@@ -64,13 +61,12 @@ def test_pods_parse_and_gpu_pods_get_a_valid_plan(path: Path) -> None:
         assert validate(state, out, {req.key: req}, inv.templates) == []
 
 
-def test_cpu_only_pod_is_not_reported_as_infeasible() -> None:
-    r = subprocess.run([sys.executable, "-m", "dynamig", "plan", "--inventory", "examples/inventories/mixed.yaml",
-                        "--pod", "/dev/stdin"], input=json.dumps(load_pod_manifests(
-                            str(EXAMPLES / "pods/mixed-list.yaml"))[-1]), capture_output=True, text=True, cwd=ROOT,
-                       timeout=120)
-    assert r.returncode == 0, r.stderr
-    assert "requests no GPU" in r.stdout and "infeasible" not in r.stdout
+def test_cpu_only_pod_is_not_reported_as_infeasible(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pod = tmp_path / "cpu-only.yaml"
+    pod.write_text(json.dumps(load_pod_manifests(str(EXAMPLES / "pods/mixed-list.yaml"))[-1]))
+    assert cli.main(["plan", "--inventory", str(EXAMPLES / "inventories/mixed.yaml"), "--pod", str(pod)]) == 0
+    out = capsys.readouterr().out
+    assert "demo/cpu-only-0: requests no GPU" in out and "infeasible" not in out
 
 
 def test_openb_format_examples_load() -> None:

@@ -112,3 +112,30 @@ def test_page_shows_a_mig_instance_with_its_pod_and_updates(browser: Any, server
         assert want in reasons and "larger than any GPU in the cluster" in want
         errors = [e for e in browser.get_log("browser") if e.get("level") == "SEVERE"]
         assert not errors, errors
+
+
+def test_history_keeps_one_sample_per_period_and_counts_pods_holding_gpus() -> None:
+    from fastapi.testclient import TestClient
+
+    from extender.monitor import History, Sample
+
+    store = memory_store()
+    app = create_app(store, ExtenderConfig())
+    ext = app.state.extender
+    with TestClient(app) as http:
+        pod = store.create_pod(pod_manifest("held", mem="3000"))
+        assert http.post("/filter", json=filter_body(pod, ["mig-0"])).json()["NodeNames"] == ["mig-0"]
+        giant = store.create_pod(pod_manifest("giant", mem="500000"))
+        assert not http.post("/filter", json=filter_body(giant, ["mig-0", "mig-1"])).json()["NodeNames"]
+    h = History(ext, every=10.0, keep_s=30.0)
+    h.sample_now()  # what the background sampler records: no page involved
+    s = h.samples()[-1]
+    assert s.running == 1 and s.pending == 1 and s.memory_pct > 0 and s.busy_gpus == 1
+    for t in (100.0, 101.0, 105.0, 111.0, 112.0, 200.0, 300.0, 400.0, 500.0):
+        h.record(Sample(t, 0.0, 0.0, 0, 1, 0, 0))
+    ts = [x.t for x in h.samples()]
+    assert ts == sorted(ts) and len(ts) <= 4 and ts[-1] == 500.0  # bounded to keep_s / every + 1
+    h2 = History(ext, every=10.0)
+    for t in (100.0, 101.0, 105.0, 111.0, 112.0):
+        h2.record(Sample(t, 0.0, 0.0, 0, 1, 0, 0))
+    assert [x.t for x in h2.samples()] == [100.0, 111.0, 112.0]  # >= 10 s apart but the newest

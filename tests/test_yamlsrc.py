@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
 
 from models.errors import ConfigError
 from models.yamlsrc import load_file, load_pod_manifests, load_text
@@ -61,10 +58,12 @@ def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
         load_file(str(tmp_path / "nope.yaml"))
 
 
-def test_validate_config_rejects_a_nodeconfig_json_with_a_trailing_comma(tmp_path: Path) -> None:
+def test_validate_config_rejects_a_nodeconfig_json_with_a_trailing_comma(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from dynamig import cli
+
     f = tmp_path / "nodeconfig.json"
     f.write_text('{"nodeconfig": [{"name": "gpu-1", "operatingmode": "mig"},]}\n')
-    r = subprocess.run([sys.executable, "-m", "dynamig", "validate-config", str(f)], capture_output=True, text=True,
-                       cwd=ROOT, timeout=120)
-    assert r.returncode == 1
-    assert f"{f}:1" in r.stderr and "trailing comma" in r.stderr and "Traceback" not in r.stderr
+    assert cli.main(["validate-config", str(f)]) == 1
+    err = capsys.readouterr().err
+    assert f"{f}:1" in err and "trailing comma" in err and "Traceback" not in err

@@ -32,6 +32,9 @@ def run(args: argparse.Namespace) -> int:
     if args.queries < 0 or args.batch < 0:
         print("dynamig bench: --queries and --batch must not be negative", file=sys.stderr)
         return 2
+    if args.batch_budget_ms <= 0:
+        print(f"dynamig bench: --batch-budget-ms must be positive, got {args.batch_budget_ms:g}", file=sys.stderr)
+        return 2
     res = b.run(args.nodes, args.gpus_per_node, args.queries, args.batch, args.seed,
                 PlannerConfig(policy=args.policy), args.batch_budget_ms)
     doc = res.summary()

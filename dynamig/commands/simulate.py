@@ -237,9 +237,9 @@ def run(args: argparse.Namespace) -> int:
     if args.tune <= 0:
         return _fail(f"--tune must be > 0, got {args.tune}", 2)
 
-    from tqdm import tqdm
+    from dynamig.demo.progress import Progress
 
-    bar = tqdm(total=len(args.seeds), desc=f"simulate {policy}", unit="run", file=sys.stderr, disable=None)
+    bar = Progress(len(args.seeds), f"dynamig simulate {policy}", "run")  # a line every few seconds when piped
 
     def progress(res: RunResult) -> None:
         bar.update(1)
@@ -314,10 +314,10 @@ def _whatif_spec(args: argparse.Namespace, policy: str) -> Any:
 def _say_tuning(args: argparse.Namespace, given: int, total: int) -> None:
     """Say on stderr how the workload was tuned (a default --tune 1.3 turns 2 manifests into 10 pods)."""
     per_seed = total / max(1, len(args.seeds))
-    n = f"{per_seed:.0f}" if per_seed == int(per_seed) else f"{per_seed:.1f} on average"
+    n = f"{per_seed:.0f} pods per seed" if per_seed == int(per_seed) else f"{per_seed:.1f} pods per seed on average"
     if args.tune:
         print(f"dynamig simulate: --tune {args.tune:g}: the {given} pod(s) of {args.pods} are shuffled and resampled "
-              f"to {args.tune:g}× the cluster's GPU capacity: {n} pods per seed (--tune 0 replays them as given)",
+              f"to {args.tune:g}× the cluster's GPU capacity: {n} (--tune 0 replays them as given)",
               file=sys.stderr)
     else:
         print(f"dynamig simulate: --tune 0: the {given} pod(s) of {args.pods} replayed as given, shuffled per seed",
@@ -356,10 +356,9 @@ def run_whatif(args: argparse.Namespace) -> int:
         return _fail(str(exc))
     except ValueError as exc:  # e.g. a workload without GPU demand
         return _fail(f"{args.pods}: {exc}")
-    from tqdm import tqdm
+    from dynamig.demo.progress import Progress
 
-    bar = tqdm(total=total, desc=f"simulate {policy} ({spec.total_gpus} GPUs)", unit="pod", file=sys.stderr,
-               disable=None, mininterval=0.5)
+    bar = Progress(total, f"dynamig simulate {policy} ({spec.total_gpus} GPUs)", "pod")
     try:
         doc = simulate_whatif(spec, args.seeds, args.processes, progress=bar.update)
     finally:

@@ -14,6 +14,8 @@ class Progress:
         self.stream = stream or sys.stderr
         self.total, self.desc, self.unit, self.every_s = total, desc, unit, every_s
         self.n = 0
+        self.postfix = ""
+        self._printed = 0
         self.t0 = time.perf_counter()
         self._last = self.t0
         isatty = getattr(self.stream, "isatty", None)
@@ -23,6 +25,15 @@ class Progress:
             from tqdm import tqdm
 
             self._bar = tqdm(total=total, desc=desc, unit=unit, file=self.stream)
+
+    def update(self, k: int = 1) -> None:
+        self.update_to(self.n + k)
+
+    def set_postfix_str(self, text: str) -> None:
+        """A note after the count (the newest one), as tqdm's."""
+        self.postfix = text
+        if self._bar is not None:
+            self._bar.set_postfix_str(text)
 
     def update_to(self, n: int) -> None:
         self.n = n
@@ -36,13 +47,16 @@ class Progress:
 
     def _line(self, now: float) -> None:
         pct = 100 * self.n / self.total if self.total else 100.0
-        self.stream.write(f"{self.desc}: {self.n}/{self.total} {self.unit}s ({pct:.0f}%), {now - self.t0:.0f} s\n")
+        self._printed = self.n
+        note = f"; {self.postfix}" if self.postfix else ""
+        elapsed = now - self.t0
+        self.stream.write(f"{self.desc}: {self.n}/{self.total} {self.unit}s ({pct:.0f}%), {elapsed:.0f} s{note}\n")
         self.stream.flush()
 
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()
-        else:
+        elif self.n != self._printed:  # the final count, unless already shown (or nothing was done)
             self._line(time.perf_counter())
 
     def __enter__(self) -> Progress:
