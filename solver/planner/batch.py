@@ -125,7 +125,8 @@ def solve_batch(ctx: Context, state: ClusterState, pod: PodRequest, pending: Seq
     views = [node_view(ctx, state.node(n)) for n in names]
     for t in types:
         t.nodes = set(candidates(ctx, views, make_query(ctx, t.pods[0]), len(t.pods) + cfg.batch_candidates))
-    pool = sorted(set().union(*(t.nodes for t in types)))
+    chosen = set().union(*(t.nodes for t in types))
+    pool = [n for n in names if n in chosen] if cfg.tie == "order" else sorted(chosen)
     order = [pod, *sorted((p for p in pending if p.wants_gpu), key=lambda p: -p.priority)]
     g_pl, g_changes = greedy(ctx, state, order, pool)
     by_key = {p.pod: p for p in g_pl}

@@ -102,6 +102,8 @@ class Context:
         self.config = config
         self.layouts_any = layouts_any
         self.workload = config.workload
+        self.host_terms = bool(config.workload.cpu_per_gpu_milli or config.workload.mem_per_gpu_milli)
+        self.shared: dict[Any, Any] = {}  # per-node answers by GPU-class signature (nodesolve)
         self._share_values: dict[int, fragmentation.ShareValues] = {}
         self._mig_values: dict[str, fragmentation.MigValues] = {}
         self.weights = self._weights(config.objective)
@@ -117,6 +119,7 @@ class Context:
         never reused, so a stale id can never name a new object."""
         if len(self.cache) + len(self._ids) + len(self._classes) > limit:
             self.cache = {}
+            self.shared = {}
             self._ids = {}
             self._classes = {}
 

@@ -39,10 +39,13 @@ def node_cost(shape: Shape, view: NodeView) -> int:
     return PERMILLE - view.usage if shape.node_policy == "binpack" else view.usage
 
 
+#: Per-node answers shared across nodes with identical GPU classes, at most this many.
+SHARED_LIMIT = 50_000
+
+
 def node_frag(ctx: Context, view: NodeView, q: Query) -> int:
     """The fragmentation level's node term (host stranding, CPU pressure) of the pod on this node."""
-    w = ctx.workload
-    if not (w.cpu_per_gpu_milli or w.mem_per_gpu_milli):
+    if not ctx.host_terms:
         return 0
     return fragmentation.node(ctx, view.node, view.free_gpu(ctx), q.containers, q.pod.cpu_milli,
                               q.pod.host_memory_mib)
@@ -93,7 +96,7 @@ def solve_node(ctx: Context, view: NodeView, q: Query) -> NodeResult:
     if res.cost is None:
         return res
     extra = node_cost(q.shape, view) * NODE_POLICY_MULT
-    fextra = node_frag(ctx, view, q)
+    fextra = node_frag(ctx, view, q) if ctx.host_terms else 0
     if not extra and not fextra:
         return res
     comps = _plus(res.comps, extra, fextra)
@@ -103,15 +106,19 @@ def solve_node(ctx: Context, view: NodeView, q: Query) -> NodeResult:
 def _shared(ctx: Context, view: NodeView, q: Query) -> NodeResult:
     """The node's answer, shared by every node with the same GPU classes and counts (identical
     nodes are solved once per pod shape; the answer is re-bound to this node's GPUs)."""
-    key = ("nres", view.signature, q.rkey)
-    got = ctx.cache.get(key)
+    key = (view.signature, q.rkey)
+    shared = ctx.shared
+    got = shared.get(key)
     if got is None:
         res = _solve(ctx, view, view.node, q, per_gpu=False)
-        pos = {id(gr): i for i, gr in enumerate(view.groups)}
-        ctx.cache[key] = (res.cost, res.comps, tuple((pos[id(gr)], pats) for gr, pats in res.choice))
+        if len(shared) >= SHARED_LIMIT:  # bounded on its own: never forces a trim of the other tables
+            shared.clear()
+        shared[key] = (res, view.groups)  # re-bound lazily, on the first hit
         return res
-    cost, comps, choice = got
-    return NodeResult(view.node.name, cost, comps, tuple((view.groups[i], pats) for i, pats in choice))
+    res, groups = got
+    pos = {id(gr): i for i, gr in enumerate(groups)}
+    return NodeResult(view.node.name, res.cost, res.comps,
+                      tuple((view.groups[pos[id(gr)]], pats) for gr, pats in res.choice))
 
 
 def _solve(ctx: Context, view: NodeView, node: Node, q: Query, per_gpu: bool) -> NodeResult:

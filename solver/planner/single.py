@@ -56,7 +56,9 @@ def solve_single(ctx: Context, state: ClusterState, pod: PodRequest, names: list
         return r.cost + ((f + quantum // 2) // quantum * quantum - f) * wf
 
     # multi-unit, one container, no UUID filter: skip nodes that cannot hold that many units
-    need = q.shape.counts[0] if len(q.containers) == 1 and q.shape.counts[0] > 1 and not q.shape.uuid_filtered else 0
+    # (from 3 units: a 2-unit pod fits almost every node, and the check would cost more than it saves)
+    need = q.shape.counts[0] if len(q.containers) == 1 and q.shape.counts[0] > 2 and not q.shape.uuid_filtered else 0
+    exact = quantum == 1 or not wf
     best: NodeResult | None = None
     reasons: list[tuple[str, str]] = []
     expired = False
@@ -76,7 +78,7 @@ def solve_single(ctx: Context, state: ClusterState, pod: PodRequest, names: list
         if res.cost is None:
             if explain:
                 reasons.append((name, reason_for(ctx, view, q)))
-        elif best is None or key(res) < key(best):
+        elif best is None or (res.cost < best.cost if exact else key(res) < key(best)):  # type: ignore[operator]
             best = res
             if expired:
                 return SingleOutcome(best, reasons, False, True)
