@@ -69,7 +69,7 @@ proto-check: $(STAMP)
 
 # What-if and benchmark notebooks in their full configuration (minutes); their plots go to docs/.
 # DYNAMIG_NB_SMALL=1 runs the small configuration (what tests/test_notebooks.py does).
-NOTEBOOKS := notebooks/capacity_whatif.ipynb notebooks/solver_benchmark.ipynb
+NOTEBOOKS := notebooks/capacity_whatif.ipynb notebooks/solver_benchmark.ipynb notebooks/live_cluster.ipynb
 
 .PHONY: notebooks
 notebooks: $(STAMP)

@@ -116,10 +116,13 @@ def test_services_without_credentials_and_bad_numbers_exit_cleanly(tmp_path: Any
     inv = write(str(tmp_path), "inv.yaml", INVENTORY)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KUBERNETES_", "KUBECONFIG"))}
     env["HOME"] = str(tmp_path)  # no ~/.kube/config
+    key = write(str(tmp_path), "allocation.key", "k" * 64 + "\n")
     runs = {
-        "extender": ([cli, "extender"], 1),
+        "extender": ([cli, "extender", "--allocation-key-file", key], 1),
         "deviceplugin": ([cli, "deviceplugin", "--node", "solo", "--backend", "sim", "--inventory", inv,
-                          "--device-plugin-dir", str(tmp_path), "--sim-state", str(tmp_path / "sim.json")], 1),
+                          "--device-plugin-dir", str(tmp_path), "--sim-state", str(tmp_path / "sim.json"),
+                          "--allocation-key-file", key], 1),
+        "nokey": ([cli, "extender"], 1),
         "policy": ([cli, "extender", "--policy", "nonsense"], 2),
         "budget": ([cli, "plan", "--inventory", inv, "--pod", inv, "--budget-ms", "-5"], 2),
     }
@@ -133,5 +136,7 @@ def test_services_without_credentials_and_bad_numbers_exit_cleanly(tmp_path: Any
     for k in ("extender", "deviceplugin"):
         (line,) = errs[k].strip().splitlines()
         assert line.startswith(f"dynamig {k}: ") and "no Kubernetes credentials" in line, line
+    (line,) = errs["nokey"].strip().splitlines()
+    assert line.startswith("dynamig extender: ") and "--allocation-key-file" in line, line
     assert "invalid choice: 'nonsense'" in errs["policy"]
     assert errs["budget"].strip() == "dynamig plan: --budget-ms -5: must be a number of milliseconds > 0"
