@@ -144,7 +144,7 @@ def layout_change_problem(gpu: Gpu, new_layout: Layout | None = None, incrementa
     if not incremental:
         if held:
             holders = sorted(i.holder or "" for i in gpu.instances if not i.free)
-            return f"re-partitioned while held by {', '.join(holders)}"
+            return f"re-partitioned as a whole while held by {', '.join(holders)}"
         return None
     if new_layout is None:
         return None
