@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter as Tally
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
@@ -143,6 +144,9 @@ class Lookahead:
         self.current: BatchPlan | None = None
         self.requests: dict[str, PodRequest] = {}
         self.metrics: LookaheadMetrics | None = None
+        #: placed filter answers by source and solves by status (what the metrics count, in process)
+        self.answered: Tally[str] = Tally()
+        self.solved: Tally[str] = Tally()
         self._last: tuple[int, tuple[str, ...]] | None = None
         self._last_solve = -1e18
         self._wake = threading.Event()
@@ -173,6 +177,8 @@ class Lookahead:
         batch = solve_queue(self.plan_fn, self.config, snap.state, queue, snap.revision, self.clock())
         self.requests = {q.key: q for q in queue}
         self.current = batch
+        if batch is not None:
+            self.solved[batch.plan.status] += 1
         if self.metrics is not None and batch is not None:
             self.metrics.observe_solve(batch.plan)
         return True
@@ -212,9 +218,14 @@ class Lookahead:
     def answer(self, request: PodRequest, state: ClusterState, nodes: Sequence[str]) -> Plan | None:
         """The batch plan's placement for ``request`` if it still holds on ``state``."""
         got = answer_from(self.current, request, state, self.templates, nodes)
-        if got is not None and self.metrics is not None:
-            self.metrics.answers.labels("batch").inc()
+        if got is not None:
+            self._count("batch")
         return got
+
+    def _count(self, source: str) -> None:
+        self.answered[source] += 1
+        if self.metrics is not None:
+            self.metrics.answers.labels(source).inc()
 
     def around_queue(self, request: PodRequest, state: ClusterState, nodes: Sequence[str],
                      plan: Callable[[ClusterState, PodRequest, Sequence[str]], Plan]) -> Plan:
@@ -226,12 +237,11 @@ class Lookahead:
             if soft is not state:
                 got = plan(soft, request, nodes)
                 if got.placed and not validate(state, got, {request.key: request}, self.templates):
-                    if self.metrics is not None:
-                        self.metrics.answers.labels("per_pod_around_queue").inc()
+                    self._count("per_pod_around_queue")
                     return got
         got = plan(state, request, nodes)
-        if got.placed and self.metrics is not None:
-            self.metrics.answers.labels("per_pod").inc()
+        if got.placed:
+            self._count("per_pod")
         return got
 
     def reason(self, key: str, state: ClusterState) -> str | None:

@@ -152,6 +152,8 @@ def deferred_reason(batch: BatchPlan | None, key: str, state: ClusterState) -> s
         return None
     pos = batch.queue.index(key)
     ahead = [k for k in batch.queue[:pos] if (p := batch.placement(k)) is not None and p.placed]
+    if not ahead and not batch.plan.layout_changes:
+        return None  # the queue takes nothing from this pod: the per-pod reason says it all
     reasons = sorted({why for _, why in batch.plan.reasons})
     parts = [f"queued #{pos + 1} of {len(batch.queue)}; the queue plan places {len(batch.placed)} pod(s)"
              + (f", {len(ahead)} of them ahead of this one" if ahead else "")]

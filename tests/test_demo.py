@@ -128,10 +128,12 @@ def test_summary_says_what_held_and_existing_mean(capsys: pytest.CaptureFixture[
     doc = {"pods": 2, "placed": 2, "pending": 0, "pending_reasons": {}, "reconfigurations": 1,
            "repartitioned_after_free": 0, "allocation_failures": 0, "retried": 0, "filter_p50_ms": 1.0,
            "filter_p99_ms": 2.0, "peak_mig_instances_held": 2, "peak_hami_core_shares": 0, "violations": [],
-           "wall_s": 1.0, "mig_instances_by_profile": {"1g.5gb": 7}, "mig_instances_held_by_profile": {}}
+           "wall_s": 1.0, "mig_instances_by_profile": {"1g.5gb": 7}, "mig_instances_held_by_profile": {},
+           "lookahead": 16, "batch_solves": 3, "placed_from_batch_plan": 1}
     print_summary(doc)
     out = capsys.readouterr().out
     assert "held 0 / existing" not in out
+    assert "batch plans solved / pods placed from them  3 / 1" in out
     assert "exist  held by a pod" in out and "every pod has finished" in out
     assert [ln.split() for ln in out.splitlines() if ln.strip().startswith("1g.5gb")] == [["1g.5gb", "7", "0"]]
 

@@ -25,6 +25,16 @@ def _fault(text: str) -> tuple[str, int]:
     return node, int(n)
 
 
+def _nonnegative(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {v}")
+    return v
+
+
 def _positive(text: str) -> int:
     try:
         v = int(text)
@@ -57,6 +67,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                         "(Ctrl-C or SIGTERM to stop)")
     p.add_argument("--port", type=_port, default=0, help="extender port with --serve (default: a free port)")
     p.add_argument("--metrics-port", type=_port, default=0, help="metrics port with --serve (default: a free port)")
+    p.add_argument("--lookahead", type=_nonnegative, default=16, metavar="N",
+                   help="the extender plans up to N pending pods together with CP-SAT (default 16; 0: off)")
     p.add_argument("--applier", choices=("mig-parted", "nvml"), default="mig-parted",
                    help="how the MIG nodes change layouts (default mig-parted; nvml: not yet available)")
     p.add_argument("--fail-migparted", type=_fault, action="append", default=[], metavar="NODE=N",
@@ -77,6 +89,8 @@ def print_summary(doc: dict[str, Any]) -> None:
         ("filter latency p50 / p99 (HTTP)", f"{doc['filter_p50_ms']:.1f} ms / {doc['filter_p99_ms']:.1f} ms"),
         ("peak MIG instances held by pods", doc["peak_mig_instances_held"]),
         ("peak hami-core shares held by pods", doc["peak_hami_core_shares"]),
+        ("lookahead: batch plans solved / pods placed from them",
+         f"{doc['batch_solves']} / {doc['placed_from_batch_plan']}" if doc["lookahead"] else "off"),
         ("invariant violations", len(doc["violations"])),
         ("wall time", f"{doc['wall_s']:.1f} s"),
     ]
@@ -142,7 +156,7 @@ def run(args: argparse.Namespace) -> int:
             f"({len(inventory.nodes)} nodes, {gpus} simulated GPUs)…")
         demo = Demo(inventory, fail_migparted=dict(args.fail_migparted),
                     extender_port=args.port if args.serve else 0,
-                    metrics_port=args.metrics_port if args.serve else 0)
+                    metrics_port=args.metrics_port if args.serve else 0, lookahead=args.lookahead)
         say(f"dynamig demo: cluster up in {time.perf_counter() - t0:.1f} s; replaying {len(specs)} pods "
             f"(seed {args.seed}) in simulated time, invariants checked after every event")
         with Progress(2 * len(specs), "dynamig demo: events (pod arrivals + departures)", "event") as bar:
