@@ -15,6 +15,7 @@ import sys
 import time
 from typing import Any
 
+from dynamig.commands.argtypes import non_negative_int, port, positive_int
 from models.config import Inventory, load_inventory
 
 
@@ -25,49 +26,25 @@ def _fault(text: str) -> tuple[str, int]:
     return node, int(n)
 
 
-def _nonnegative(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {v}")
-    return v
 
 
-def _positive(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
-    return v
 
 
-def _port(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
-    if not 0 <= v <= 65535:
-        raise argparse.ArgumentTypeError(f"expected a port in 0..65535, got {v}")
-    return v
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
     p: argparse.ArgumentParser = sub.add_parser(
         "demo", help="the whole system end to end on an embedded, simulated cluster", description=__doc__)
-    p.add_argument("--pods", type=_positive, default=240, help="pods in the workload (default 240)")
+    p.add_argument("--pods", type=positive_int, default=240, help="pods in the workload (default 240)")
     p.add_argument("--seed", type=int, default=7, help="workload seed (default 7)")
     p.add_argument("--inventory", metavar="FILE", help="cluster inventory YAML (default: the built-in cluster)")
     p.add_argument("--json", action="store_true", help="one JSON document on stdout")
     p.add_argument("--serve", action="store_true",
                    help="then keep the extender, metrics and monitor page up with a live workload "
                         "(Ctrl-C or SIGTERM to stop)")
-    p.add_argument("--port", type=_port, default=0, help="extender port with --serve (default: a free port)")
-    p.add_argument("--metrics-port", type=_port, default=0, help="metrics port with --serve (default: a free port)")
-    p.add_argument("--lookahead", type=_nonnegative, default=16, metavar="N",
+    p.add_argument("--port", type=port, default=0, help="extender port with --serve (default: a free port)")
+    p.add_argument("--metrics-port", type=port, default=0, help="metrics port with --serve (default: a free port)")
+    p.add_argument("--lookahead", type=non_negative_int, default=16, metavar="N",
                    help="the extender plans up to N pending pods together with CP-SAT (default 16; 0: off)")
     p.add_argument("--applier", choices=("mig-parted", "nvml"), default="mig-parted",
                    help="how the MIG nodes change layouts (default mig-parted; nvml: not yet available)")

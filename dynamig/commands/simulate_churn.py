@@ -10,6 +10,7 @@ import sys
 import time
 from typing import Any, TextIO
 
+from dynamig.commands.argtypes import non_negative_float, positive_float, positive_int
 from models.errors import DynamigError
 from solver.openb import OpenbFormatError
 
@@ -41,54 +42,30 @@ def _loads_arg(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _positive(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
-    if not v > 0:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {v:g}")
-    return v
 
 
-def _non_negative(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {v:g}")
-    return v
 
 
-def _count(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
-    return v
 
 
 def add_churn_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("churn protocol (--protocol churn)")
     g.add_argument("--load", type=_loads_arg, default=parse_loads(DEFAULT_LOADS), metavar="LIST",
                    help=f"offered loads ρ, fractions of the GPU capacity in milli-GPU demand (default {DEFAULT_LOADS})")
-    g.add_argument("--arrivals", type=_count, default=1000, metavar="N",
+    g.add_argument("--arrivals", type=positive_int, default=1000, metavar="N",
                    help="measured arrivals per run, after the warm-up (default 1000)")
     g.add_argument("--duration", default="trace", metavar="D",
                    help="pod lifetimes: trace (the pod CSV's completed pods, default), fixed:S, exp:MEAN, "
                    "uniform:LO,HI")
-    g.add_argument("--max-duration", type=_positive, default=86400.0, metavar="S",
+    g.add_argument("--max-duration", type=positive_float, default=86400.0, metavar="S",
                    help="cap on trace lifetimes in seconds (default 86400)")
-    g.add_argument("--warmup-seconds", type=_non_negative, default=None, metavar="S",
+    g.add_argument("--warmup-seconds", type=non_negative_float, default=None, metavar="S",
                    help="simulated time excluded at the start (default: the longest duration)")
-    g.add_argument("--reconfig-seconds", type=_non_negative, default=10.0, metavar="S",
+    g.add_argument("--reconfig-seconds", type=non_negative_float, default=10.0, metavar="S",
                    help="a layout change keeps its GPU from serving for S seconds (default 10)")
-    g.add_argument("--max-wait", type=_positive, default=None, metavar="S",
+    g.add_argument("--max-wait", type=positive_float, default=None, metavar="S",
                    help="a pod waiting longer than S seconds is abandoned (default: never)")
-    g.add_argument("--slo-seconds", type=_positive, default=600.0, metavar="S",
+    g.add_argument("--slo-seconds", type=positive_float, default=600.0, metavar="S",
                    help="p95 wait target of the sustainable load (default 600)")
     g.add_argument("--engine", choices=("ray", "serial"), default=None,
                    help="run the grid as Ray tasks (default when Ray is installed) or serially in this process")
