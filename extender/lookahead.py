@@ -147,6 +147,7 @@ class Lookahead:
         #: placed filter answers by source and solves by status (what the metrics count, in process)
         self.answered: Tally[str] = Tally()
         self.solved: Tally[str] = Tally()
+        self._soft: tuple[BatchPlan, ClusterState, ClusterState] | None = None
         self._last: tuple[int, tuple[str, ...]] | None = None
         self._last_solve = -1e18
         self._wake = threading.Event()
@@ -233,7 +234,7 @@ class Lookahead:
         valid on the live state); the plain per-pod plan when that finds nothing."""
         batch = self.current
         if batch is not None and request.key not in batch.placed and len(batch.queue) > 1:
-            soft = reserved_for_queue(batch, state, self.requests, self.templates, request.key)
+            soft = self._around(batch, state, request.key)
             if soft is not state:
                 got = plan(soft, request, nodes)
                 if got.placed and not validate(state, got, {request.key: request}, self.templates):
@@ -243,6 +244,18 @@ class Lookahead:
         if got.placed:
             self._count("per_pod")
         return got
+
+    def _around(self, batch: BatchPlan, state: ClusterState, key: str) -> ClusterState:
+        """:func:`reserved_for_queue`, kept for the last (plan, state) pair: for every pod outside the
+        queue it is the same state, and filters of such pods come many per re-solve."""
+        if key in batch.queue:
+            return reserved_for_queue(batch, state, self.requests, self.templates, key)
+        cached = self._soft
+        if cached is not None and cached[0] is batch and cached[1] is state:
+            return cached[2]
+        soft = reserved_for_queue(batch, state, self.requests, self.templates, key)
+        self._soft = (batch, state, soft)
+        return soft
 
     def reason(self, key: str, state: ClusterState) -> str | None:
         return deferred_reason(self.current, key, state)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from models.codecs import POD_ALLOCATION, POD_BIND_PHASE, POD_NODE
 from models.errors import RequestError
-from models.requests import ContainerRequest, parse_pod, pod_of_holder
+from models.requests import ContainerRequest, describe_request, parse_pod, pod_of_holder
 from models.types import ClusterState, NodeMode
 
 from .metrics import fragmentation_ratio, gpu_usage
@@ -149,14 +149,7 @@ def sample_of(ext: Extender, pods: list[dict[str, Any]] | None = None) -> Sample
 
 def request_text(c: ContainerRequest) -> str:
     """One container's request as a person writes it: ``2× 9000 MiB, 30% cores``."""
-    if c.memory_mib is not None:
-        mem = f"{c.memory_mib} MiB"
-    elif c.memory_percent is not None and c.memory_percent < 100:
-        mem = f"{c.memory_percent}% memory"
-    else:
-        mem = "whole GPU"
-    cores = f", {c.cores}% cores" if c.cores and mem != "whole GPU" else ""
-    return f"{c.count}× {mem}{cores}"
+    return describe_request(c, times="×", whole="whole GPU")
 
 
 def _request(obj: dict[str, Any]) -> tuple[bool, str]:

@@ -34,14 +34,6 @@ __all__ = [
 ]
 
 
-def _int(loc: Located, value: Any, path: str, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise loc.error(f"{what} must be an integer, got {value!r}", path)
-    if value < 0:
-        raise loc.error(f"{what} must not be negative, got {value}", path)
-    return value
-
-
 # --------------------------------------------------------------------------- nodeconfig (HAMi)
 
 
@@ -109,7 +101,7 @@ def parse_node_config(loc: Located) -> tuple[NodeConfigEntry, ...]:
         except ValueError:
             raise loc.error(f"operatingmode must be 'mig' or 'hami-core', got {mode_raw!r}",
                             f"{path}.operatingmode") from None
-        split = _int(loc, e.get("devicesplitcount", 10), f"{path}.devicesplitcount", "devicesplitcount")
+        split = loc.non_negative_int(e.get("devicesplitcount", 10), f"{path}.devicesplitcount", "devicesplitcount")
         if split < 1:
             raise loc.error("devicesplitcount must be at least 1", f"{path}.devicesplitcount")
         scaling = []
@@ -170,7 +162,7 @@ def _inventory_gpus(loc: Located, raw: Any, path: str, mode: NodeMode) -> tuple[
             m = model(str(g["model"]))
         except CatalogError as e:
             raise loc.error(str(e), f"{gpath}.model") from None
-        count = _int(loc, g.get("count", 1), f"{gpath}.count", "count")
+        count = loc.non_negative_int(g.get("count", 1), f"{gpath}.count", "count")
         if count < 1:
             raise loc.error("count must be at least 1", f"{gpath}.count")
         if mode is NodeMode.MIG and not m.mig_capable:
@@ -210,9 +202,9 @@ def parse_inventory(loc: Located) -> Inventory:
         gpus = _inventory_gpus(loc, n["gpus"], f"{path}.gpus", mode)
         cpu = n.get("cpu_milli")
         mem = n.get("memory_mib")
-        cpu_v = None if cpu is None else _int(loc, cpu, f"{path}.cpu_milli", "cpu_milli")
-        mem_v = None if mem is None else _int(loc, mem, f"{path}.memory_mib", "memory_mib")
-        split = _int(loc, n.get("split", 10), f"{path}.split", "split")
+        cpu_v = None if cpu is None else loc.non_negative_int(cpu, f"{path}.cpu_milli", "cpu_milli")
+        mem_v = None if mem is None else loc.non_negative_int(mem, f"{path}.memory_mib", "memory_mib")
+        split = loc.non_negative_int(n.get("split", 10), f"{path}.split", "split")
         if split < 1:
             raise loc.error("split must be at least 1", f"{path}.split")
         labels_raw = n.get("labels") or {}

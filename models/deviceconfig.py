@@ -123,14 +123,6 @@ class LoadedDeviceConfig:
     warnings: tuple[ConfigWarning, ...] = ()
 
 
-def _int(loc: Located, value: Any, path: str, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise loc.error(f"{what} must be an integer, got {value!r}", path)
-    if value < 0:
-        raise loc.error(f"{what} must not be negative, got {value}", path)
-    return value
-
-
 @cache
 def _realisable(model_name: str, counts: tuple[tuple[str, int], ...]) -> str | None:
     """Why a geometry cannot be cut on a model (None: it can)."""
@@ -177,7 +169,7 @@ class _Reader:
             raise loc.error(f"resource names must differ, got {list(resources.all)}", "nvidia")
         split = None
         if nv.get("deviceSplitCount") is not None:
-            split = _int(loc, nv["deviceSplitCount"], "nvidia.deviceSplitCount", "deviceSplitCount")
+            split = loc.non_negative_int(nv["deviceSplitCount"], "nvidia.deviceSplitCount", "deviceSplitCount")
             if split < 1:
                 raise loc.error("deviceSplitCount must be at least 1", "nvidia.deviceSplitCount")
         for key, default in _FIXED_KEYS.items():
@@ -222,9 +214,9 @@ class _Reader:
             name = e.get("name")
             if not isinstance(name, str) or not name:
                 raise loc.error(f"'name' must be a profile name, got {name!r}", f"{epath}.name")
-            memory = _int(loc, e.get("memory", 0), f"{epath}.memory", "memory")
-            count = _int(loc, e.get("count", 0), f"{epath}.count", "count")
-            core = _int(loc, e.get("core", 0), f"{epath}.core", "core")
+            memory = loc.non_negative_int(e.get("memory", 0), f"{epath}.memory", "memory")
+            count = loc.non_negative_int(e.get("count", 0), f"{epath}.count", "count")
+            core = loc.non_negative_int(e.get("core", 0), f"{epath}.core", "core")
             if core > 100:
                 raise loc.error(f"core is a percentage of the GPU, got {core}", f"{epath}.core")
             entries.append(MigTemplate(name, memory, count, core))

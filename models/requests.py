@@ -88,6 +88,18 @@ class PodRequest:
         return [(c, u) for c in self.containers for u in range(c.count)]
 
 
+def describe_request(c: ContainerRequest, times: str = "x", whole: str = "a whole GPU") -> str:
+    """One container's GPU request as a person writes it (``2x 9000 MiB, 30% cores``)."""
+    if c.memory_mib is not None:
+        mem = f"{c.memory_mib} MiB"
+    elif c.memory_percent is not None and c.memory_percent < 100:
+        mem = f"{c.memory_percent}% memory"
+    else:
+        mem = whole
+    cores = f", {c.cores}% cores" if c.cores and mem != whole else ""
+    return f"{c.count}{times} {mem}{cores}"
+
+
 def holder_id(pod_key: str, container_index: int, unit: int) -> str:
     """The identity a unit holds an instance or share under."""
     return f"{pod_key}/{container_index}/{unit}"

@@ -37,6 +37,14 @@ class Located:
         where = f"{self.source}:{ln}" if ln else self.source
         return ConfigError(message, where, path)
 
+    def non_negative_int(self, value: Any, path: str, what: str) -> int:
+        """``value`` as a count (an integer >= 0, not a bool), else an error naming file:line."""
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.error(f"{what} must be an integer, got {value!r}", path)
+        if value < 0:
+            raise self.error(f"{what} must not be negative, got {value}", path)
+        return value
+
 
 def _walk(node: yaml.Node, path: str, lines: dict[str, int]) -> None:
     lines[path] = node.start_mark.line + 1

@@ -48,3 +48,16 @@ def _openb_data() -> Path:
 
 #: Mark for tests that read the openb trace: they fail (not skip) with a clear message without it.
 needs_openb = pytest.mark.usefixtures("_openb_data")
+
+
+@pytest.fixture(scope="session")
+def helm() -> str:
+    """The helm binary, fetched (once per session) by scripts/fetch-helm.sh."""
+    import subprocess
+
+    proc = subprocess.run(["bash", os.path.join(ROOT, "scripts", "fetch-helm.sh")], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, f"fetch-helm.sh failed:\n{proc.stderr}"
+    path = proc.stdout.strip().splitlines()[-1]
+    assert Path(path).is_file(), path
+    return path

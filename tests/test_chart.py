@@ -166,16 +166,6 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
 
 
 @pytest.fixture(scope="session")
-def helm() -> str:
-    """The helm binary, fetched (once) by scripts/fetch-helm.sh."""
-    proc = subprocess.run(["bash", str(FETCH_HELM)], capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, f"fetch-helm.sh failed:\n{proc.stderr}"
-    path = proc.stdout.strip().splitlines()[-1]
-    assert Path(path).is_file(), path
-    return path
-
-
-@pytest.fixture(scope="session")
 def values_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("values")
     files = {}

@@ -29,16 +29,11 @@ import httpx
 import pytest
 import yaml
 from fakes.apiserver import FakeApiServer
+from test_chart import CHART, FULLNAME, NAMESPACE, RELEASE
 from test_extender_support import cluster, filter_body, pod_manifest
 
 from models.store import node_objects
 
-ROOT = Path(__file__).resolve().parents[1]
-CHART = ROOT / "charts" / "dynamig"
-FETCH_HELM = ROOT / "scripts" / "fetch-helm.sh"
-RELEASE = "dyn"
-NAMESPACE = "dynamig-system"
-FULLNAME = f"{RELEASE}-dynamig"
 POD_IP = "127.0.0.2"
 
 INVENTORY = """
@@ -59,13 +54,6 @@ def _free_ports(n: int) -> list[int]:
     for s in socks:
         s.close()
     return ports
-
-
-@pytest.fixture(scope="module")
-def helm() -> str:
-    proc = subprocess.run(["bash", str(FETCH_HELM)], capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, f"fetch-helm.sh failed:\n{proc.stderr}"
-    return proc.stdout.strip().splitlines()[-1]
 
 
 @pytest.fixture(scope="module")

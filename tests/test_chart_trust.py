@@ -20,7 +20,6 @@ from test_chart import (  # noqa: F401  (fixtures)
     Case,
     _template,
     case,
-    helm,
     manifests,
     rendered,
     values_files,
@@ -64,7 +63,7 @@ def test_allocation_key_reaches_extender_and_plugin(case: Case, tmp_path: Path) 
     assert len(key) == 64
 
 
-def test_existing_secret_is_used_and_none_generated(helm: str) -> None:  # noqa: F811
+def test_existing_secret_is_used_and_none_generated(helm: str) -> None:
     proc = _template(helm, None, "--set", "allocationKey.existingSecret=vault-dynamig-key")
     assert proc.returncode == 0, proc.stderr
     docs = [d for d in yaml.safe_load_all(proc.stdout) if d]
@@ -78,7 +77,7 @@ def test_existing_secret_is_used_and_none_generated(helm: str) -> None:  # noqa:
     (("--kube-version", "1.29.9"), 0), (("--set", "admissionPolicy.enabled=false"), 0),
     (("--kube-version", "1.29.9", "--set", "admissionPolicy.enabled=true"), 2),
 ])
-def test_admission_policies_render_when_the_cluster_has_them(helm: str, args: tuple[str, ...],  # noqa: F811
+def test_admission_policies_render_when_the_cluster_has_them(helm: str, args: tuple[str, ...],
                                                              expected: int) -> None:
     proc = _template(helm, None, *args)
     assert proc.returncode == 0, proc.stderr

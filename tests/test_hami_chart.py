@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 import yaml
-from test_chart import _template, helm  # noqa: F401  (the session fixture)
+from test_chart import _template
 
 from models.config import load_device_config_text
 
@@ -23,7 +23,7 @@ def _configmap(docs: list[dict[str, Any]], suffix: str, key: str) -> str:
     return str(cm["data"][key])
 
 
-def test_hami_value_names_are_aliases(helm: str, tmp_path: Path) -> None:  # noqa: F811
+def test_hami_value_names_are_aliases(helm: str, tmp_path: Path) -> None:
     values = tmp_path / "hami-values.yaml"
     values.write_text(yaml.safe_dump({
         "resourceName": "example.com/vgpu", "resourceMem": "example.com/vgpu-memory",
@@ -57,7 +57,7 @@ def test_hami_value_names_are_aliases(helm: str, tmp_path: Path) -> None:  # noq
     ("scheduler.kubeScheduler.imageTag=v1.31.0", "set scheduler.kubeScheduler.image.tag instead"),
     ("scheduler.defaultSchedulerPolicy.gpuSchedulerPolicy=binpack", "hami.io/gpu-scheduler-policy"),
 ])
-def test_hami_names_without_an_equivalent_name_the_key_to_use(helm: str, set_arg: str, hint: str) -> None:  # noqa: F811
+def test_hami_names_without_an_equivalent_name_the_key_to_use(helm: str, set_arg: str, hint: str) -> None:
     proc = _template(helm, None, "--set", set_arg)
     assert proc.returncode != 0
     assert hint in proc.stderr, proc.stderr

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from models.errors import CatalogError
 from models.relayout import may_change_layout
-from models.requests import ContainerRequest, PodRequest, gpu_allowed, share_fit_problem
+from models.requests import ContainerRequest, PodRequest, describe_request, gpu_allowed, share_fit_problem
 from models.types import ClusterState, Gpu, Node, NodeMode
 
 from .context import ClassInfo, Context
@@ -32,17 +32,6 @@ def _grouped(items: list[tuple[Gpu, str]]) -> str:
     for g, why in items:
         by.setdefault(why, []).append(g)
     return "; ".join(f"{_gpus(gs)}: {why}" for why, gs in by.items())
-
-
-def _request(c: ContainerRequest) -> str:
-    if c.memory_mib is not None:
-        mem = f"{c.memory_mib} MiB"
-    elif c.memory_percent is not None and c.memory_percent < 100:
-        mem = f"{c.memory_percent}% memory"
-    else:
-        mem = "a whole GPU"
-    cores = f", {c.cores}% cores" if c.cores and mem != "a whole GPU" else ""
-    return f"{c.count}x {mem}{cores}"
 
 
 def explain(ctx: Context, view: NodeView, node: Node, pod: PodRequest, containers: tuple[ContainerRequest, ...],
@@ -89,7 +78,7 @@ def explain(ctx: Context, view: NodeView, node: Node, pod: PodRequest, container
         total = sum(k for _, k in hosts)
         kind = "MIG" if node.mode is NodeMode.MIG else "hami-core share"
         if total < c.count:
-            head = f"needs {_request(c)} ({kind})"
+            head = f"needs {describe_request(c)} ({kind})"
             if hosts:
                 distinct = " on distinct GPUs" if node.mode is NodeMode.HAMI_CORE and c.count > 1 else ""
                 head += f"; the node can host {total}{distinct}"
@@ -184,4 +173,4 @@ def cluster_too_small(state: ClusterState, pod: PodRequest) -> str | None:
     if (c.memory_mib or 0) <= best[0]:
         return None
     scope = "any GPU the pod may use" if filtered else "any GPU in the cluster"
-    return f"needs {_request(c)}: larger than {scope}: the largest is {best[1]}, {best[0]:,} MiB"
+    return f"needs {describe_request(c)}: larger than {scope}: the largest is {best[1]}, {best[0]:,} MiB"
