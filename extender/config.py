@@ -45,6 +45,9 @@ class ExtenderConfig:
     seed: int = 0
     planner: PlanFn | None = None  # default: solver.plan
     planner_config: Any = None  # default: solver.PlannerConfig(...) from the fields above
+    #: learn the request mix online (extender.workload) and pass it to solver.plan as ``workload=``;
+    #: only with the built-in planner (a custom ``planner`` may not take the argument)
+    learn_workload: bool = True
     validate_plans: bool = True  # check every plan with models.validate before reserving it
     # ---- service
     max_concurrent_solves: int = 4
@@ -101,5 +104,8 @@ class ExtenderConfig:
 
 
 def call_plan(fn: PlanFn, cfg: Any, state: ClusterState, pod: PodRequest,
-              nodes: Sequence[str] | None) -> Plan:
-    return fn(state, pod, cfg, (), nodes)
+              nodes: Sequence[str] | None, workload: Any = None) -> Plan:
+    """``fn(state, pod, cfg, (), nodes)``, with ``workload=`` when one is given."""
+    if workload is None:
+        return fn(state, pod, cfg, (), nodes)
+    return fn(state, pod, cfg, (), nodes, workload=workload)

@@ -52,6 +52,7 @@ from models.validate import validate
 from .config import ExtenderConfig, call_plan
 from .lookahead import Lookahead, LookaheadSettings
 from .wire import MAX_PRIORITY, BindingArgs, ExtenderArgs, filter_result
+from .workload import WorkloadTracker
 
 log = logging.getLogger(__name__)
 
@@ -240,6 +241,7 @@ class Extender:
         self._binding: set[str] = set()  # pods between node lock and Binding in this process
         self.metrics: Any = None  # set by the app (extender.metrics.ExtenderMetrics)
         self._lookahead: Lookahead | None = None
+        self._workload: WorkloadTracker | None = None  # the learned request mix (extender.workload)
 
     # ------------------------------------------------------------------ lookahead
     @property
@@ -273,9 +275,20 @@ class Extender:
             self._plan_fn, self._plan_cfg = self.config.make_planner()
         return self._plan_fn, self._plan_cfg
 
+    @property
+    def workload(self) -> WorkloadTracker | None:
+        """The online workload estimate (None unless ``learn_workload`` with the built-in planner)."""
+        if self._workload is None and self.config.learn_workload and self.config.planner is None:
+            _, cfg = self.planner()
+            with self._guard:
+                if self._workload is None:
+                    self._workload = WorkloadTracker(self.config.templates.resources, getattr(cfg, "workload", None))
+        return self._workload
+
     def plan(self, state: ClusterState, pod: PodRequest, nodes: Sequence[str]) -> Plan:
         fn, cfg = self.planner()
-        plan = call_plan(fn, cfg, state, pod, list(nodes))
+        wl = self.workload
+        plan = call_plan(fn, cfg, state, pod, list(nodes), wl.estimate() if wl is not None else None)
         if self.metrics is not None:
             self.metrics.observe_plan(plan)
         return plan
@@ -419,6 +432,11 @@ class Extender:
         rv = pod_meta.get("resourceVersion")
         rv = str(rv) if rv else None
         last_reasons: dict[str, str] = {}
+        wl = self.workload
+        if wl is not None:
+            if not wl.rebuilt:
+                wl.rebuild(self.snapshot().pods)  # after a (re)start: the pods the cluster has
+            wl.observe(req)
         for attempt in range(self.config.max_replans + 1):
             snap = self.snapshot()
             state = self.state_without(snap, req.key)

@@ -135,7 +135,10 @@ def test_mig_value_of_a_busy_gpu_is_its_free_instances() -> None:
     lay = {"1g.10gb": 7}
     # a busy GPU keeps only its free instances' worth; a re-cuttable one the best layout's
     assert fragmentation.mig_frag(ctx, mi, lay, {"1g.10gb": 1}, False) == 1000 - 6 * vals.instance["1g.10gb"]
-    assert fragmentation.mig_frag(ctx, mi, lay, {}, True) == 1000 - max(vals.idle, 7 * vals.instance["1g.10gb"])
+    assert fragmentation.mig_frag(ctx, mi, lay, {}, True) == 1000 - vals.idle
+    # worths are rounded down: no layout's free instances are worth more than an idle GPU
+    assert 7 * vals.instance["1g.10gb"] <= vals.idle
+    assert fragmentation.mig_frag(ctx, mi, lay, {}, False) == 1000 - 7 * vals.instance["1g.10gb"]
 
 
 def test_default_order_keeps_hami_first_match_even_with_a_learned_mix() -> None:

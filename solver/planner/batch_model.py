@@ -151,8 +151,8 @@ class BatchModel:
         for opt, layout, held0, _rank in options:
             free = {p: n - held0.get(p, 0) for p, n in layout.items() if p in useful and n - held0.get(p, 0) > 0}
             for h in vectors(sorted(free), free, min(max_units, split_left)):
-                if opt == KEEP and not h:
-                    continue  # an untouched GPU: the slack of sum(w) <= count
+                if not h:
+                    continue  # an untouched GPU (the slack of sum(w) <= count); a re-cut placing nothing
                 after = dict(held0)
                 for p, n in h:
                     after[p] = after.get(p, 0) + n
@@ -161,9 +161,10 @@ class BatchModel:
                 g.patterns.append((opt, h, v))
                 for p, n in h:
                     cap[p].append((v, n))
-                reconfigurations.cpsat_terms(self.terms["reconfigurations"], v, opt)
+                reconfigurations.cpsat_terms(self.terms["reconfigurations"], v, opt, info.idle)
                 template_order.cpsat_terms(self.terms["template_order"], v, opt,
-                                           0 if opt == KEEP else mi.options[opt].order(h))
+                                           template_order.keep_order(mi.options, layout, info.idle, h)
+                                           if opt == KEEP else mi.options[opt].order(h))
                 fragmentation.cpsat_terms(self.terms["fragmentation"], v,
                                           fragmentation.mig_pattern(self.ctx, info, layout, after))
         if ws:

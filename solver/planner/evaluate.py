@@ -6,9 +6,11 @@ scored with the same yardstick.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping
 
 from models.plan import Plan, apply_plan
+from models.relayout import may_change_layout
 from models.requests import PodRequest, mig_unit_memory
 from models.types import ClusterState, UnitKind
 
@@ -27,14 +29,27 @@ def components(ctx: Context, state: ClusterState, plan: Plan, requests: Mapping[
     after = apply_plan(state, plan)
     reconf = 0
     template = 0
+    changed = {(ch.node, ch.gpu) for ch in plan.layout_changes}
     for ch in plan.layout_changes:
         g = state.gpu(ch.node, ch.gpu)
         mi = ctx.model_info(g.model)
-        reconf += reconfigurations.pattern(0)
+        idle = may_change_layout(g)
+        reconf += reconfigurations.pattern(0, idle)
         if mi is not None and not ch.incremental:
             held = [(u.slot.profile, 1) for u in plan.units() if u.gpu == ch.gpu and u.slot is not None]
             template += template_order.pattern(0, next((o.order(held) for o in mi.options if o.layout == ch.layout),
                                                        0))
+    kept: dict[tuple[str, str], list[tuple[str, int]]] = {}
+    for u in plan.units():
+        if u.slot is not None and (u.node, u.gpu) not in changed:
+            kept.setdefault((u.node, u.gpu), []).append((u.slot.profile, 1))
+    for (node, uuid), held in sorted(kept.items()):
+        g = state.gpu(node, uuid)
+        mi = ctx.model_info(g.model)
+        if mi is not None:
+            layout = Counter(i.slot.profile for i in g.instances)
+            template += template_order.pattern(-1, template_order.keep_order(mi.options, layout,
+                                                                             may_change_layout(g), held))
     touched = {(c.node, c.gpu) for c in plan.layout_changes} | {(u.node, u.gpu) for u in plan.units()}
     frag = 0
     for node, uuid in sorted(touched):

@@ -168,8 +168,11 @@ def _mig_patterns(ctx: Context, info: ClassInfo, containers: tuple[ContainerRequ
             units = sum(a)
             wasted = sum(c * waste.unit(mem[p], reqs[k]) for k, p, c in held)
             fr = df + sum(x * cr for x, cr in zip(a, credit, strict=True))
-            order = 0 if opt == KEEP else mi.options[opt].order((p, c) for _, p, c in held)
-            comps = (reconfigurations.pattern(opt), template_order.pattern(opt, order), fr, units * unit_cost, wasted)
+            taken = [(p, c) for _, p, c in held]
+            order = (template_order.keep_order(mi.options, layout, info.idle, taken) if opt == KEEP
+                     else mi.options[opt].order(taken))
+            comps = (reconfigurations.pattern(opt, info.idle), template_order.pattern(opt, order), fr,
+                     units * unit_cost, wasted)
             _best(found, Pattern(a, rdx.index(a), opt, held, comps, ctx.encode(comps)))
     return sorted(found.values(), key=lambda p: p.a_idx)
 

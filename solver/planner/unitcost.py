@@ -61,7 +61,8 @@ def _mig(ctx: Context, info: ClassInfo, c: ContainerRequest, gpu_policy: str) ->
                 continue
             after = dict(info.held)
             after[p] = after.get(p, 0) + 1
-            comps = (reconfigurations.pattern(KEEP), template_order.pattern(KEEP, 0),
+            keep = template_order.keep_order(mi.options, info.layout, info.idle, ((p, 1),))
+            comps = (reconfigurations.pattern(KEEP), template_order.pattern(KEEP, keep),
                      fragmentation.mig_pattern(ctx, info, info.layout, after) + credit, unit,
                      waste.unit(m.profile(p).memory_mib, req))
             pat = Pattern((1,), 1, KEEP, ((0, p, 1),), comps, ctx.encode(comps))
@@ -77,7 +78,7 @@ def _mig(ctx: Context, info: ClassInfo, c: ContainerRequest, gpu_policy: str) ->
             for p, _ in o.counts:
                 if p not in ok:
                     continue
-                comps = (reconfigurations.pattern(i), template_order.pattern(i, o.order(((p, 1),))),
+                comps = (reconfigurations.pattern(i, info.idle), template_order.pattern(i, o.order(((p, 1),))),
                          fragmentation.mig_pattern(ctx, info, lay, {p: 1}) + credit, unit,
                          waste.unit(m.profile(p).memory_mib, req))
                 pat = Pattern((1,), 1, i, ((0, p, 1),), comps, ctx.encode(comps))

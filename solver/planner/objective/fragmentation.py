@@ -123,9 +123,14 @@ def mig_values(workload: Workload, mi: ModelInfo) -> MigValues:
         layouts = [{full.name: 1}] if full else []
     prices = mig_prices(demand, layouts, serves) if layouts else {}
     inst = instance_values(prices, serves)
-    inst_i = {p: round(v * PERMILLE) for p, v in inst.items()}
+    # rounded down, so no layout's instances add up to more than one GPU (7 x 143 would)
+    inst_i = {p: _per_mille(v) for p, v in inst.items()}
     idle = max((sum(inst_i[p] * n for p, n in lay.items()) for lay in layouts), default=0)
-    return MigValues(inst_i, min(PERMILLE, idle), {c: round(v * PERMILLE) for c, v in prices.items()})
+    return MigValues(inst_i, min(PERMILLE, idle), {c: _per_mille(v) for c, v in prices.items()})
+
+
+def _per_mille(v: float) -> int:
+    return math.floor(v * PERMILLE + 1e-6)
 
 
 # ---------------------------------------------------------------- per-GPU state
@@ -133,9 +138,9 @@ def mig_values(workload: Workload, mi: ModelInfo) -> MigValues:
 def mig_frag(ctx: Context, mi: ModelInfo, layout: Mapping[str, int], held: Mapping[str, int], recut: bool) -> int:
     """``F`` of a MIG GPU with ``layout`` (profile -> count) of which ``held`` are held."""
     vals = ctx.mig_values(mi)
-    v = vals.free_value(layout, held)
+    v = min(vals.free_value(layout, held), vals.idle)  # never above an idle GPU's worth (rounding)
     if recut:
-        v = max(v, vals.idle)
+        v = vals.idle
     return PERMILLE - v
 
 
