@@ -20,7 +20,8 @@ def test_level_costs() -> None:
     assert template_order.keep_order((), {"7g.40gb": 1}, False, [("7g.40gb", 1)]) == 0  # busy: kept for free
 
 
-@pytest.mark.parametrize(("template", "mem", "first"), [(3, 3000, "1g.5gb"), (2, 3000, "1g.5gb"), (3, 15000, "3g.20gb")])
+@pytest.mark.parametrize(("template", "mem", "first"),
+                         [(3, 3000, "1g.5gb"), (2, 3000, "1g.5gb"), (3, 15000, "3g.20gb")])
 def test_an_idle_gpu_is_recut_to_the_first_match_not_reused(template: int, mem: int, first: str) -> None:
     node = held(mig_node("n"), 0, template, 0)  # idle: a layout, nothing held
     state = ClusterState((node,))
