@@ -175,33 +175,42 @@ def plan_around_queue(request: PodRequest, state: ClusterState, reserved: Cluste
     return got, "per_pod" if got.placed else ""
 
 
-def _describe_change(c: LayoutChange, state: ClusterState) -> str:
+def _describe_change(c: LayoutChange, state: ClusterState, batch: BatchPlan) -> str:
     try:
-        where = f"GPU {c.node}/{state.gpu(c.node, c.gpu).index}"
+        where = f"GPU {state.gpu(c.node, c.gpu).uuid} ({c.node} #{state.gpu(c.node, c.gpu).index})"
     except KeyError:
-        where = f"GPU {c.node}/{c.gpu}"
+        where = f"GPU {c.gpu} on {c.node}"
     counts = Counter(s.profile for s in c.layout)
-    return f"{where} is being re-cut to " + ", ".join(f"{p} x{n}" for p, n in sorted(counts.items()))
+    users = sum(1 for p in batch.plan.placements if p.placed and any((u.node, u.gpu) == (c.node, c.gpu)
+                                                                      for u in p.units))
+    return (f"{where} is being re-cut to " + ", ".join(f"{p} x{n}" for p, n in sorted(counts.items())) +
+            f" for {users} queued pod{'' if users == 1 else 's'}")
 
 
 def deferred_reason(batch: BatchPlan | None, key: str, state: ClusterState) -> str | None:
-    """Why the batch plan leaves ``key`` waiting (``None`` if it places it or does not know it)."""
+    """Why the batch plan leaves ``key`` waiting (``None`` if it places it or does not know it):
+    which GPUs the queue's plan re-cuts for whom, and where this pod stands among the waiting."""
     if batch is None or key not in batch.queue:
         return None
     pl = batch.placement(key)
     if pl is not None and pl.placed:
         return None
     pos = batch.queue.index(key)
-    ahead = [k for k in batch.queue[:pos] if (p := batch.placement(k)) is not None and p.placed]
+    placed = set(batch.placed)
+    ahead = [k for k in batch.queue[:pos] if k in placed]
     if not ahead and not batch.plan.layout_changes:
         return None  # the queue takes nothing from this pod: the per-pod reason says it all
+    waiting_ahead = [k for k in batch.queue[:pos] if k not in placed]
+    parts = []
+    changes = batch.plan.layout_changes
+    if changes:
+        parts.append("; ".join(_describe_change(c, state, batch) for c in changes[:3]) +
+                     (f" (and {len(changes) - 3} more)" if len(changes) > 3 else ""))
+    parts.append("this pod is next" if not waiting_ahead else
+                 f"{len(waiting_ahead)} waiting pod(s) are ahead of this one")
+    parts.append(f"queued #{pos + 1} of {len(batch.queue)}; the queue plan places {len(batch.placed)} pod(s)"
+                 + (f", {len(ahead)} of them ahead of this one" if ahead else ""))
     reasons = sorted({why for _, why in batch.plan.reasons})
-    parts = [f"queued #{pos + 1} of {len(batch.queue)}; the queue plan places {len(batch.placed)} pod(s)"
-             + (f", {len(ahead)} of them ahead of this one" if ahead else "")]
-    if batch.plan.layout_changes:
-        parts.append("; ".join(_describe_change(c, state) for c in batch.plan.layout_changes[:3]) +
-                     (f" (and {len(batch.plan.layout_changes) - 3} more)" if len(batch.plan.layout_changes) > 3
-                      else "") + " for the pods ahead")
     if reasons:
         parts.append("nothing left for this pod: " + reasons[0])
     return "; ".join(parts)

@@ -3,6 +3,7 @@ told why, the flags and the metrics — on the real core and planner, memory sto
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from prometheus_client import generate_latest
@@ -74,3 +75,19 @@ def test_off_by_default_and_engine_reaches_the_planner() -> None:
     assert ext.lookahead is None
     _, cfg = ExtenderConfig(engine="cpsat").make_planner()
     assert cfg.engine == "cpsat"
+
+
+def test_a_deferred_pod_is_told_which_recut_it_waits_for() -> None:
+    store, ext = make(8)
+    for name, mem in (("x", "19000"), ("y", "19000"), ("z", "39000")):
+        store.create_pod(pod_manifest(name, mem=mem))
+    la = ext.lookahead
+    assert la is not None and la.run_once()
+    assert la.current is not None and set(la.current.placed) == {"ml/x", "ml/y"}
+    assert [filt(store, ext, n)["NodeNames"] for n in ("x", "y")] == [["solo"], ["solo"]]
+    out = filt(store, ext, "z")
+    assert out["NodeNames"] == []
+    why = out["FailedNodes"]["solo"]
+    want = r"GPU \S+ \(solo #0\) is being re-cut to 3g\.20gb x2 for 2 queued pods; this pod is next"
+    assert re.search(want, why), why
+    assert "queued #3 of 3" in why
