@@ -4,9 +4,12 @@ and no run evicts or over-commits."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import OPENB, needs_openb
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -95,3 +98,33 @@ def test_invariants_no_eviction_no_overcommit(checked: list[int], gpus: int, loa
     assert r["evictions"] == 0
     assert r["placed"] + r["still_waiting"] + r["abandoned"] == r["measured_pods"]
     assert r["placed_from_batch_plan"] + r["placed_per_pod_around_queue"] <= r["planner_calls"]
+
+
+def cli(argv: list[str]) -> int:
+    import argparse
+
+    from dynamig.commands import simulate as simulate_cmd
+
+    parser = argparse.ArgumentParser(prog="dynamig")
+    sub = parser.add_subparsers(dest="command")
+    simulate_cmd.add_parser(sub)
+    return simulate_cmd.run(parser.parse_args(["simulate", *argv]))
+
+
+@needs_openb
+def test_cli_lookahead_reports_batch_fields_and_refuses_other_policies(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    inventory = tmp_path / "mig.yaml"
+    inventory.write_text(f"nodes:\n  - name: m0\n    mode: mig\n    gpus: {{model: {A100}, count: 4}}\n"
+                         "    cpu_milli: 96000\n    memory_mib: 786432\n")
+    base = ["--protocol", "churn", "--inventory", str(inventory), "--pods", str(OPENB / "openb_pod_list_default.csv"),
+            "--load", "2.0", "--seeds", "1", "--json", "--engine", "serial", "--arrivals", "40",
+            "--warmup-seconds", "0"]
+    assert cli([*base, "--policy", "dynamig", "--lookahead", "8", "--lookahead-budget-ms", "2000"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    run = doc["runs"][0]
+    assert run["lookahead"] == 8 and run["batch_solves"] > 0 and run["evictions"] == 0
+    row = doc["policies"][0]["loads"][0]
+    assert {"batch_solves", "batch_solve_p99_ms", "placed_from_batch_plan"} <= set(row)
+    assert cli([*base, "--policy", "bestfit", "--lookahead", "8"]) == 2
+    assert "--policy dynamig alone" in capsys.readouterr().err
