@@ -132,7 +132,7 @@ class _Parser(argparse.ArgumentParser):
         self.print_usage(_stderr())
         _Log(False).fatal(message)
 
-    def _print_message(self, message: str, file: IO[str] | None = None) -> None:
+    def _print_message(self, message: str, file: Any = None) -> None:  # argparse: SupportsWrite | None
         if message:
             (_stdout() if file is None or file is sys.stdout else _stderr()).write(message)
 

@@ -280,6 +280,7 @@ class Demo:
             return True
 
         done = 0
+        last_solve = -float("inf")
         while events:
             now, _, kind, item = heapq.heappop(events)
             if pace:
@@ -294,11 +295,13 @@ class Demo:
                 self.finish(running.pop(item))
                 checker.check(result.violations, now)
                 la = self.extender.lookahead
-                if pending and la is not None:
+                if pending and la is not None and now - last_solve >= la.settings.min_interval_s:
                     # In a cluster the queue waits seconds between retries while the lookahead loop
-                    # re-solves in the background; the demo replays time as fast as it can, so it runs
-                    # that re-solve here, once per departure, before the retries.
+                    # re-solves in the background, at most every min_interval_s; the demo replays time
+                    # as fast as it can, so it runs that re-solve here (at most every min_interval_s of
+                    # simulated time), before the retries.
                     la.run_once()
+                    last_solve = now
                 still: list[PodSpec] = []
                 for p in pending:  # a pod finished: retry the pending ones, oldest first
                     if not attempt(p, now):
