@@ -106,7 +106,8 @@ class AgentConfig:
 class NodeAgent:
     def __init__(self, node_name: str, backend: GpuBackend, store: ClusterStore, plugin_dir: str,
                  mig_parted: Sequence[str] = ("nvidia-mig-parted",), config: AgentConfig | None = None,
-                 events: EventSink | None = None) -> None:
+                 events: EventSink | None = None, runner: MigPartedRunner | None = None) -> None:
+        """``runner`` replaces the ``mig_parted`` executable (the demo's in-process simulator)."""
         self.node = node_name
         self.events = events or log_event
         self.backend = backend
@@ -116,8 +117,8 @@ class NodeAgent:
         self.socket_path = os.path.join(self.plugin_dir, self.config.socket_name)
         self.kubelet_socket = os.path.join(self.plugin_dir, KUBELET_SOCKET)
         self.ledger = ServedLedger(self.config.ledger_path or os.path.join(self.plugin_dir, LEDGER_FILE))
-        self.runner = MigPartedRunner(mig_parted, self.config.migparted_timeout_s, backend.migparted_env(),
-                                      self.config.migparted_debug)
+        self.runner = runner or MigPartedRunner(mig_parted, self.config.migparted_timeout_s,
+                                                backend.migparted_env(), self.config.migparted_debug)
         self.applier = LayoutApplier(node_name, backend, self.runner, self.config.config_dir,
                                      self.config.migparted_assert)
         self.allocator = Allocator(
