@@ -80,7 +80,86 @@ def test_churn_node_list_equals_inventory(tmp_path: Path, capsys: pytest.Capture
 
 def test_milli_and_cluster_policies_keep_to_their_paths(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     nodes, pods, inv = write_cluster(tmp_path)
-    assert cli(["--nodes", str(nodes), "--pods", str(pods), "--policy", "dynamig", "--seeds", "1"]) == 2
-    assert "--mig-model" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        cli(["--nodes", str(nodes), "--pods", str(pods), "--policy", "dynamig", "--seeds", "1",
+             "--objective", "placed,nonsense"])
+    assert exc.value.code == 2
+    assert "bad --objective" in capsys.readouterr().err
     assert cli(["--inventory", str(inv), "--pods", str(pods), "--policy", "share-pricing", "--seeds", "1"]) == 2
     assert "unknown policy" in capsys.readouterr().err
+
+
+def write_hami_core_inventory(tmp_path: Path, nodes_csv: Path) -> Path:
+    """The node list as an inventory of hami-core nodes (the models of ``HAMI_CORE_MODELS``)."""
+    from solver.openb import load_nodes
+    from solver.whatif.specs import HAMI_CORE_MODELS, HAMI_CORE_SPLIT
+
+    inv = tmp_path / "hami-core.yaml"
+    inv.write_text("nodes:\n" + "".join(
+        f"  - name: {n.name}\n    mode: hami-core\n    gpus: {{model: {HAMI_CORE_MODELS[n.model]}, count: {n.gpus}}}\n"
+        f"    cpu_milli: {n.cpu_milli}\n    memory_mib: {n.memory_mib}\n    split: {HAMI_CORE_SPLIT}\n"
+        for n in load_nodes(nodes_csv)))
+    return inv
+
+
+@pytest.mark.parametrize("policy", CLUSTER_POLICIES)
+def test_fgd_protocol_hami_core_node_list_equals_inventory(policy: str, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    # --nodes with a cluster policy and no --mig-model: the node list's own GPUs on hami-core
+    nodes, pods, _ = write_cluster(tmp_path)
+    inv = write_hami_core_inventory(tmp_path, nodes)
+    flags = ["--pods", str(pods), "--policy", policy, "--processes", "1", "--tie-quantum", "10",
+             "--objective", "placed,reconfigurations,template_order,fragmentation,waste"]
+    by_list = _doc(["--nodes", str(nodes), *flags], capsys)
+    by_inv = _doc(["--inventory", str(inv), *flags], capsys)
+    keep = ("pods", "placed", "failed", "failed_gpu_pods", "unallocated_gpu_pct", "unallocated_demand_pct",
+            "planner_calls", "reconfigurations")
+    for seed in ("1", "2"):
+        a = by_list["per_seed"][seed]  # type: ignore[index]
+        b = by_inv["per_seed"][seed]  # type: ignore[index]
+        assert {k: a[k] for k in keep} == {k: b[k] for k in keep}, (policy, seed)
+        assert a["reconfigurations"] == 0  # hami-core: no layouts
+        assert 0 < a["placed"] < a["pods"]  # tuned to 1.3x: some fail
+    assert by_list["variant"] == "hami-core" and by_list["tie_quantum"] == 10
+    assert by_list["objective"] == ["placed", "reconfigurations", "template_order", "fragmentation", "waste"]
+
+
+def test_planner_runs_for_every_gpu_pod_on_the_node_list(tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    nodes, pods, _ = write_cluster(tmp_path)
+    doc = _doc(["--nodes", str(nodes), "--pods", str(pods), "--policy", "dynamig", "--processes", "1"], capsys)
+    per = doc["per_seed"]  # type: ignore[index]
+    # every GPU pod with a node that has room for its host request reaches solver.plan
+    assert doc["planner_calls"] == sum(p["planner_calls"] for p in per.values())  # type: ignore[union-attr]
+    for p in per.values():  # type: ignore[union-attr]
+        assert 0 < p["planner_calls"] <= p["gpu_pods"]
+        assert p["gpu_pods"] - p["planner_calls"] <= p["failed_gpu_pods"]
+
+
+def test_host_usage_reaches_the_planner_state() -> None:
+    # the planner's state carries host CPU/memory of placed pods (its stranding term reads them)
+    from models.validate import validate
+    from solver.openb import OpenbNode, OpenbPod
+    from solver.whatif import runner as whatif_runner
+    from solver.whatif.specs import nodes_spec
+
+    seen: list[object] = []
+    real = whatif_runner.apply_plan
+
+    def spy(state, plan, requests=None):  # type: ignore[no-untyped-def]
+        assert requests and validate(state, plan, requests) == []
+        out = real(state, plan, requests)
+        seen.append(out)
+        return out
+
+    nodes = [OpenbNode("n0", 16000, 65536, 2, "T4"), OpenbNode("n1", 16000, 65536, 2, "T4")]
+    pods = [OpenbPod(f"p{i}", 3000, 8192, 1, 500) for i in range(6)] + [OpenbPod("c0", 1000, 1024, 0, 0)]
+    whatif_runner.apply_plan = spy  # type: ignore[assignment]
+    try:
+        r = whatif_runner.run_once(nodes_spec(nodes, pods, "dynamig", tune_ratio=0), 3)
+    finally:
+        whatif_runner.apply_plan = real  # type: ignore[assignment]
+    assert r.placed == 7 and r.latencies_ms.size == 6
+    final = seen[-1]
+    used = sum(n.cpu_used_milli for n in final.nodes)  # type: ignore[attr-defined]
+    assert used in (6 * 3000, 6 * 3000 + 1000)  # every GPU pod's CPU (and the CPU-only pod's, if it came first)
