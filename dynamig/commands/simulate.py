@@ -11,7 +11,10 @@ unallocated GPU % and fragmentation per arrived-load bucket, per seed, and the m
 
 * ``--nodes NODES.csv --pods PODS.csv``: the FGD reproduction on the openb node list with the FGD
   paper's policies (random, dotprod, clustering, packing, fgd-bestfit, fgd) and the research
-  policy share-pricing;
+  policy share-pricing; with a cluster-state policy (dynamig = solver.plan, hami-legacy,
+  hami-v210, dra-firstfit, bestfit) the same GPUs as hami-core nodes (a share = gpumem-percentage
+  = gpucores = milli / 10; host CPU and memory in the planner's state; ``--objective``, ``--tie``,
+  ``--tie-quantum`` configure the planner as in PlannerConfig), every GPU pod through the policy;
 * ``--nodes NODES.csv --mig-model A100-SXM4-80GB --pods PODS.csv``: the MIG variant: every node's
   GPUs replaced by that model in mig mode, shares mapped to the smallest serving MIG instance,
   every GPU pod placed by a cluster-state policy (dynamig = solver.plan, hami-legacy, hami-v210,
@@ -20,8 +23,8 @@ unallocated GPU % and fragmentation per arrived-load bucket, per seed, and the m
 * ``--inventory CLUSTER.yaml --pods PODS.{csv,yaml}``: any inventory (mig and hami-core nodes), pods
   from an openb CSV or Pod manifests, planned as in the MIG variant.
 
-MIG and inventory runs report unallocated GPU compute (the headline), memory and the FGD
-demand-based measure, reconfigurations (layout changes) and planner latency; fragmentation is null
+Cluster-state runs (MIG, hami-core node list, inventory) report unallocated GPU compute (the
+headline), memory and the FGD demand-based measure, reconfigurations (layout changes) and planner latency; fragmentation is null
 there (FGD's measure does not transfer to MIG instances).
 """
 
@@ -103,7 +106,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "--policy",
         metavar="P",
         help=f"placement policy (one registry, solver.policies). --nodes alone (FGD reproduction): "
-        f"{', '.join(MILLI_POLICIES)} (default fgd); --mig-model or --inventory: "
+        f"{', '.join(MILLI_POLICIES)} (default fgd); any of --nodes, --mig-model or --inventory: "
         f"{', '.join(CLUSTER_POLICIES)} (default {PLANNER_POLICY}); --protocol churn: a comma list of "
         f"those or all (default all)",
     )

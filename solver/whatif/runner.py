@@ -6,10 +6,15 @@ tune the pods to ``tune_ratio ×`` the GPU capacity, permute the node order (nod
 time, no departures, no retries:
 
 * ``arrived += demand`` (failed pods count as arrived);
-* CPU-only pod: the ``LeastAllocated`` node with room for its CPU and memory, or failed;
+* CPU-only pod: the ``LeastAllocated`` node with room for its CPU and memory (kube-scheduler's
+  default; the extender does not place CPU-only pods), or failed;
 * GPU pod: the nodes with room for its CPU and memory are the candidates of
   the policy's placer (``solver.plan`` for ``dynamig``) with ``nodes=candidates``; a placed plan is applied
   (``models.plan.apply_plan``) and the node's CPU and memory taken; otherwise the pod fails;
+* host CPU and memory of every placed pod are in the :class:`models.ClusterState` the policy sees
+  (the planner's stranding term reads them), and the planner's workload estimate is learned online
+  from the arrived pods (:class:`solver.planner.OnlineWorkload`, the built-in prior until enough
+  were seen; the cluster's CPU and GPU give the CPU pressure), as the extender would;
 * log the arrived demand and the allocated amounts (:mod:`.metrics`).
 
 Counted per run: layout changes (``LayoutChange`` entries of applied plans: ``initial`` ones carve
