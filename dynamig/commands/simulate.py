@@ -24,8 +24,8 @@ unallocated GPU % and fragmentation per arrived-load bucket, per seed, and the m
   from an openb CSV or Pod manifests, planned as in the MIG variant.
 
 Cluster-state runs (MIG, hami-core node list, inventory) report unallocated GPU compute (the
-headline), memory and the FGD demand-based measure, reconfigurations (layout changes) and planner latency; fragmentation is null
-there (FGD's measure does not transfer to MIG instances).
+headline), memory and the FGD demand-based measure, reconfigurations (layout changes) and planner
+latency; fragmentation is null there (FGD's measure does not transfer to MIG instances).
 """
 
 from __future__ import annotations
