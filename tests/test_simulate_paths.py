@@ -9,6 +9,8 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dynamig.commands import simulate as simulate_cmd
 from solver.openb import OpenbNode, OpenbPod
@@ -163,3 +165,47 @@ def test_host_usage_reaches_the_planner_state() -> None:
     final = seen[-1]
     used = sum(n.cpu_used_milli for n in final.nodes)  # type: ignore[attr-defined]
     assert used in (6 * 3000, 6 * 3000 + 1000)  # every GPU pod's CPU (and the CPU-only pod's, if it came first)
+
+
+_MODELS = ("T4", "P100", "V100M16", "V100M32", "A10", "G2", "G3")
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    node_shapes=st.lists(st.tuples(st.sampled_from(_MODELS), st.integers(1, 4), st.integers(2, 32)),
+                         min_size=1, max_size=4),
+    pod_shapes=st.lists(st.tuples(st.integers(0, 2), st.integers(1, 100), st.integers(1, 16)),
+                        min_size=1, max_size=24),
+    seed=st.integers(0, 5),
+)
+def test_hami_core_node_list_run_invariants(node_shapes: list[tuple[str, int, int]],
+                                            pod_shapes: list[tuple[int, int, int]], seed: int) -> None:
+    # whatever the cluster and pods: every plan valid, host capacity never exceeded, counts add up
+    from models.validate import validate
+    from solver.whatif import runner as whatif_runner
+    from solver.whatif.specs import HAMI_CORE_MODELS, nodes_spec
+
+    nodes = [OpenbNode(f"n{i}", cores * 1000, cores * 4096, gpus, m) for i, (m, gpus, cores) in enumerate(node_shapes)]
+    pods = [OpenbPod(f"p{i}", cores * 500, cores * 1024, n, 1000 if n == 2 else 10 * milli if n else 0)
+            for i, (n, milli, cores) in enumerate(pod_shapes)]
+    real = whatif_runner.apply_plan
+    last: list[object] = []
+
+    def spy(state, plan, requests=None):  # type: ignore[no-untyped-def]
+        assert requests and validate(state, plan, requests) == []
+        out = real(state, plan, requests)
+        last[:] = [out]
+        return out
+
+    spec = nodes_spec(nodes, pods, "dynamig", tune_ratio=0)
+    assert [m for n in spec.inventory.nodes for m, _ in n.gpus] == [HAMI_CORE_MODELS[m] for m, _, _ in node_shapes]
+    whatif_runner.apply_plan = spy  # type: ignore[assignment]
+    try:
+        r = whatif_runner.run_once(spec, seed)
+    finally:
+        whatif_runner.apply_plan = real  # type: ignore[assignment]
+    gpu_pods = sum(1 for n, _, _ in pod_shapes if n)
+    assert r.pods == len(pods) and r.placed + r.failed == r.pods and r.gpu_pods == gpu_pods
+    assert r.latencies_ms.size <= gpu_pods and r.layout_changes == 0
+    for n in (last[0].nodes if last else ()):  # type: ignore[attr-defined]
+        assert n.cpu_used_milli <= n.cpu_milli and n.memory_used_mib <= n.memory_mib
