@@ -122,7 +122,10 @@ class Allocator:
         try:
             new = self.relayout.ensure(g, change.layout, self._held_uuids(g, held))
         except RelayoutError as e:
-            raise AllocationError(e.reason) from e
+            holders = gpu_holders(held, g.uuid)
+            desc = "; ".join(f"{k}: {', '.join(v)}" for k, v in sorted(holders.items()))
+            raise AllocationError(e.reason + (f"; GPU {g.index} ({g.uuid}) holds allocated instances ({desc})"
+                                              if holders else "")) from e
         finally:
             self.on_layout_change()
         if new is not before:

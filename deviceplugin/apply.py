@@ -181,7 +181,11 @@ class Relayout:
         kind = classify(g, layout, held_uuids)
         where = f"GPU {g.index} ({g.uuid})"
         if isinstance(kind, Illegal):
-            raise RelayoutError(f"{where}: {kind.reason}")
+            runs = ""
+            if g.processes:
+                pids = ", ".join(str(p.pid) for p in g.processes[:5])
+                runs = f" (the GPU runs {len(g.processes)} process(es) (pid {pids}))"
+            raise RelayoutError(f"{where}: {kind.reason}{runs}")
         if kind == "none":
             return g
         if self.applier is Applier.MIG_PARTED:
