@@ -44,6 +44,7 @@ class DemoResult:
     placed: int = 0
     pending: dict[str, str] = field(default_factory=dict)  # pod -> reason
     reconfigurations: int = 0
+    partial_relayouts: int = 0  # of which partial changes of a busy GPU (applier nvml)
     repartitioned_after_free: int = 0
     allocation_failures: int = 0
     retried: int = 0
@@ -74,6 +75,7 @@ class DemoResult:
             "pending": len(self.pending),
             "pending_reasons": self.pending,
             "reconfigurations": self.reconfigurations,
+            "partial_relayouts": self.partial_relayouts,
             "repartitioned_after_free": self.repartitioned_after_free,
             "allocation_failures": self.allocation_failures,
             "retried": self.retried,
@@ -140,11 +142,12 @@ class Demo:
             kubelet.start()
             # The simulated mig-parted runs in-process (same argv, output and exit codes as its
             # executable, which tests/test_migparted.py runs): an apply then costs no interpreter start.
-            config = AgentConfig(mode=n.mode, split=n.split, hook_path=hook,
+            config = AgentConfig(mode=n.mode, split=n.split, hook_path=hook, applier=n.applier,
                                  config_dir=os.path.join(base, "mig-parted"),
                                  device_config=self.inventory.templates, poll_s=0.1, allocation_keys=keys)
             runner = InProcessMigParted(config.migparted_timeout_s, backend.migparted_env(), config.migparted_debug)
-            agent = NodeAgent(n.name, backend, self.store, kubelet.plugin_dir, config=config, runner=runner)
+            agent = NodeAgent(n.name, backend, self.store, kubelet.plugin_dir,
+                              config=config, runner=runner)
             agent.start()
             self.backends[n.name], self.kubelets[n.name], self.agents[n.name] = backend, kubelet, agent
         for name, kubelet in self.kubelets.items():
@@ -273,6 +276,7 @@ class Demo:
                 checker.check(result.violations, now)
                 return attempt(new, now) if retries[spec.name] <= 3 else False
             result.reconfigurations += len(alloc.layouts)
+            result.partial_relayouts += sum(c.incremental for c in alloc.layouts)
             running[name] = run
             result.placed += 1
             heapq.heappush(events, (now + durations[name], next(seq), "depart", name))
