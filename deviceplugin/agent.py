@@ -44,11 +44,12 @@ from models.layouts import Slot
 from models.signing import Keyring
 from models.store import ClusterStore
 from models.templates import DeviceConfig
-from models.types import Gpu, MigInstance, NodeMode
+from models.types import Applier, Gpu, MigInstance, NodeMode
 
+from .adoption import Adoption, adopt, with_adoption
 from .allocate import Allocator, ContainerResponse, HamiCoreSettings
-from .apply import LayoutApplier
-from .backend import GpuBackend, GpuBackendError, GpuInfo
+from .apply import LayoutApplier, make_relayout
+from .backend import GpuBackend, GpuBackendError, GpuInfo, MigOps
 from .ledger import LEDGER_FILE, Served, ServedLedger
 from .migparted import MigPartedRunner
 from .podmatch import AllocationError, PodTarget, find_pod, holdings, is_live, pod_key, pod_uid
@@ -96,17 +97,25 @@ class AgentConfig:
     allocation_keys: Keyring | None = field(default=None, compare=False, repr=False)
     #: the record of served devices (deviceplugin.ledger); default <plugin dir>/dynamig-served.json
     ledger_path: str | None = None
+    #: how this node changes MIG layouts (models.relayout): mig-parted (whole GPU, idle) or nvml
+    applier: Applier = Applier.MIG_PARTED
 
     def with_node_config(self, entry: NodeConfigEntry) -> AgentConfig:
         return replace(self, mode=entry.mode, split=entry.split, memory_scaling=entry.memory_scaling,
                        core_scaling=entry.core_scaling, filter_uuids=entry.filter_uuids,
-                       filter_indexes=entry.filter_indexes)
+                       filter_indexes=entry.filter_indexes, applier=entry.applier or self.applier)
+
+    @property
+    def node_applier(self) -> Applier:
+        """The applier the node publishes and uses (hami-core nodes change no layout)."""
+        return self.applier if self.mode is NodeMode.MIG else Applier.MIG_PARTED
 
 
 class NodeAgent:
     def __init__(self, node_name: str, backend: GpuBackend, store: ClusterStore, plugin_dir: str,
                  mig_parted: Sequence[str] = ("nvidia-mig-parted",), config: AgentConfig | None = None,
-                 events: EventSink | None = None) -> None:
+                 events: EventSink | None = None, runner: MigPartedRunner | None = None) -> None:
+        """``runner`` replaces the ``mig_parted`` executable (the demo's in-process simulator)."""
         self.node = node_name
         self.events = events or log_event
         self.backend = backend
@@ -116,12 +125,14 @@ class NodeAgent:
         self.socket_path = os.path.join(self.plugin_dir, self.config.socket_name)
         self.kubelet_socket = os.path.join(self.plugin_dir, KUBELET_SOCKET)
         self.ledger = ServedLedger(self.config.ledger_path or os.path.join(self.plugin_dir, LEDGER_FILE))
-        self.runner = MigPartedRunner(mig_parted, self.config.migparted_timeout_s, backend.migparted_env(),
-                                      self.config.migparted_debug)
+        self.runner = runner or MigPartedRunner(mig_parted, self.config.migparted_timeout_s,
+                                                backend.migparted_env(), self.config.migparted_debug)
         self.applier = LayoutApplier(node_name, backend, self.runner, self.config.config_dir,
                                      self.config.migparted_assert)
+        self.relayout = make_relayout(node_name, self.config.node_applier, backend, self.applier)
+        self.adoption: Adoption | None = None  # the last restart/refresh adoption (orphans reported)
         self.allocator = Allocator(
-            node_name, self.config.mode, backend, store, self.applier,
+            node_name, self.config.mode, backend, store, self.relayout,
             HamiCoreSettings(self.config.hook_path, self.config.create_host_dirs, self.config.memory_scaling),
             self.refresh)
         self._cond = threading.Condition()
@@ -256,7 +267,7 @@ class NodeAgent:
                 log.error("node %s: cannot read GPUs: %s", self.node, e)
                 return
             self._gpus = gpus
-            reg = self.registration(gpus)
+            reg = self._adopt(self.registration(gpus), gpus)
             # kubelet sees the GPUs the node publishes, with the same health
             devices = tuple((f"{g.uuid}-{i}", g.health) for g in reg.gpus for i in range(self.config.split))
             with self._cond:
@@ -297,7 +308,21 @@ class NodeAgent:
                 memory = int(memory * self.config.memory_scaling)
             out.append(Gpu(g.uuid, g.index, m.name, mode, memory, self.config.split, health, instances))
             names.append(g.name)
-        return NodeRegistration(mode, tuple(out), tuple(names))
+        return NodeRegistration(mode, tuple(out), tuple(names), self.config.node_applier)
+
+    def _adopt(self, reg: NodeRegistration, gpus: Sequence[GpuInfo]) -> NodeRegistration:
+        """Match the instances NVML reports to the pods' allocations (at start and on each refresh)
+        and publish the orphans; nothing is destroyed. Without the pod list the last adoption stays."""
+        if self.config.mode is not NodeMode.MIG:
+            return reg
+        try:
+            pods = self.store.list_pods()
+        except Exception as e:  # a store outage must not stop the agent
+            log.warning("node %s: cannot list pods for adoption: %s", self.node, e)
+        else:
+            ops = self.backend if isinstance(self.backend, MigOps) else None
+            self.adoption = adopt(self.node, gpus, pods, ops)
+        return with_adoption(reg, self.adoption) if self.adoption is not None else reg
 
     def _publish(self, reg: NodeRegistration) -> None:
         raw = encode_node(reg)

@@ -18,11 +18,10 @@ from models.codecs import AllocatedUnit
 from models.layouts import Slot, profile_counts
 from models.plan import LayoutChange, UnitAssignment
 from models.store import ClusterStore
-from models.types import NodeMode, UnitKind
+from models.types import Applier, NodeMode, UnitKind
 
-from .apply import LayoutApplier, describe_counts
+from .apply import Relayout, RelayoutError
 from .backend import GpuBackend, GpuInfo, MigDevice
-from .migparted import MigPartedError
 from .podmatch import AllocationError, Holding, PodTarget, gpu_holders, instance_holders
 
 log = logging.getLogger("dynamig.deviceplugin")
@@ -71,12 +70,12 @@ def _describe_layout(g: GpuInfo) -> str:
 
 class Allocator:
     def __init__(self, node: str, mode: NodeMode, backend: GpuBackend, store: ClusterStore,
-                 applier: LayoutApplier, hami: HamiCoreSettings, on_layout_change: Callable[[], None]) -> None:
+                 relayout: Relayout, hami: HamiCoreSettings, on_layout_change: Callable[[], None]) -> None:
         self.node = node
         self.mode = mode
         self.backend = backend
         self.store = store
-        self.applier = applier
+        self.relayout = relayout  # the node's applier: mig-parted (whole GPU) or nvml (per instance)
         self.hami = hami
         self.on_layout_change = on_layout_change
 
@@ -91,29 +90,46 @@ class Allocator:
             desc = "; ".join(f"{k}: {', '.join(v)}" for k, v in sorted(holders.items()))
             raise AllocationError(f"GPU {g.index} ({g.uuid}) holds allocated instances ({desc}); {what}")
 
+    @staticmethod
+    def _held_uuids(g: GpuInfo, held: Sequence[Holding]) -> set[str]:
+        """MIG UUIDs on ``g`` that pods hold (served by UUID, or planned at a slot)."""
+        out: set[str] = set()
+        for h in held:
+            if h.gpu != g.uuid:
+                continue
+            if h.device is not None:
+                out.add(h.device)
+            elif h.slot is not None:
+                inst = g.instance_at(*h.slot)
+                if inst is not None:
+                    out.add(inst.uuid)
+        return out
+
     def _ensure_layout(self, g: GpuInfo, change: LayoutChange, gpus: dict[str, GpuInfo],
                        held: Sequence[Holding], resp: ContainerResponse) -> GpuInfo:
-        want = profile_counts(change.layout)
-        if g.mig_enabled and g.profile_counts() == want:
-            return g
-        why = "its MIG layout can change only while no instance is held and nothing runs"
-        if getattr(change, "incremental", False):
-            why += (" (the plan asks for an incremental change, which needs per-instance NVML creation; "
-                    "nvidia-mig-parted re-partitions the whole GPU)")
-        self._check_idle(g, held, why)
+        """GPU ``g`` with the planned layout, through the node's applier (:class:`Relayout`): a
+        whole re-cut only while idle; on an ``nvml`` node also a partial change of a busy GPU."""
+        whole_gpu = self.relayout.applier is Applier.MIG_PARTED
+        if g.mig_enabled and whole_gpu and g.profile_counts() == profile_counts(change.layout):
+            return g  # mig-parted places by counts: the same counts are the same layout to it
         if not g.mig_enabled:
+            self._check_idle(g, held, "its MIG layout can change only while no instance is held and nothing runs")
             for o in gpus.values():
-                if o.uuid != g.uuid and o.mig_enabled and o.instances:
+                if o.uuid != g.uuid and o.mig_enabled and o.instances and whole_gpu:
                     self._check_idle(o, held, f"enabling MIG mode on GPU {g.index} makes mig-parted recreate the "
                                               "instances of every MIG-enabled GPU of the node")
+        before = g
         try:
-            new = self.applier.apply(g.index, want)
-        except MigPartedError as e:
-            raise AllocationError(f"re-partitioning GPU {g.index} ({g.uuid}) to {describe_counts(want)} failed: "
-                                  f"{e.reason}") from e
+            new = self.relayout.ensure(g, change.layout, self._held_uuids(g, held))
+        except RelayoutError as e:
+            holders = gpu_holders(held, g.uuid)
+            desc = "; ".join(f"{k}: {', '.join(v)}" for k, v in sorted(holders.items()))
+            raise AllocationError(e.reason + (f"; GPU {g.index} ({g.uuid}) holds allocated instances ({desc})"
+                                              if holders else "")) from e
         finally:
             self.on_layout_change()
-        resp.reconfigured.append(g.index)
+        if new is not before:
+            resp.reconfigured.append(g.index)
         return new
 
     @staticmethod

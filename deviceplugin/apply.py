@@ -25,7 +25,7 @@ from models.layouts import Layout, Slot, make_layout, profile_counts
 from models.relayout import ChangeKind, Illegal, change_kind
 from models.types import Applier, NodeMode
 
-from .backend import GpuBackend, GpuInfo
+from .backend import GpuBackend, GpuInfo, MigOps
 from .migparted import GpuTarget, MigPartedError, MigPartedRunner, SpecError, parse_config, render_config
 from .nvml_applier import NvmlApplier, NvmlApplyError, busy_uuids
 
@@ -115,21 +115,15 @@ class LayoutApplier:
 
 
 class ApplierNotAvailable(Exception):
-    """The chosen applier cannot serve this node yet (a usage error of the command line)."""
+    """The chosen applier cannot serve this node (a usage error of the command line)."""
 
 
 def resolve_applier(default: str, override: Applier | None, mode: NodeMode, node: str) -> Applier:
     """The node's applier: the nodeconfig entry's ``migapplier`` over the command line's default.
 
-    ``nvml`` is refused on mig nodes until the plugin's Allocate calls :class:`Relayout` (it still
-    runs its own idle check and mig-parted), so a node never claims a capability it does not serve.
-    """
-    applier = override or Applier(default)
-    if applier is Applier.NVML and mode is NodeMode.MIG:
-        raise ApplierNotAvailable(
-            f"node {node}: applier nvml is not yet available in the device plugin (its Allocate does not call "
-            "deviceplugin.apply.Relayout yet); use mig-parted")
-    return applier
+    Only mig nodes change layouts (``AgentConfig.node_applier`` publishes the default elsewhere)."""
+    del mode, node
+    return override or Applier(default)
 
 
 class RelayoutError(Exception):
@@ -187,7 +181,11 @@ class Relayout:
         kind = classify(g, layout, held_uuids)
         where = f"GPU {g.index} ({g.uuid})"
         if isinstance(kind, Illegal):
-            raise RelayoutError(f"{where}: {kind.reason}")
+            runs = ""
+            if g.processes:
+                pids = ", ".join(str(p.pid) for p in g.processes[:5])
+                runs = f" (the GPU runs {len(g.processes)} process(es) (pid {pids}))"
+            raise RelayoutError(f"{where}: {kind.reason}{runs}")
         if kind == "none":
             return g
         if self.applier is Applier.MIG_PARTED:
@@ -213,5 +211,8 @@ class Relayout:
 
 def make_relayout(node: str, applier: Applier, backend: GpuBackend, migparted: LayoutApplier) -> Relayout:
     """The node agent's :class:`Relayout` for its applier (``nvml`` needs a backend with MigOps)."""
+    if applier is Applier.NVML and not isinstance(backend, MigOps):
+        raise ApplierNotAvailable(f"node {node}: applier nvml needs per-instance MIG calls, which backend "
+                                  f"{backend.kind} does not have")
     nvml = NvmlApplier(node, backend) if applier is Applier.NVML else None
     return Relayout(node, applier, migparted, nvml)

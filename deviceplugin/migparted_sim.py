@@ -18,18 +18,25 @@ The GPUs are the simulator state file named by ``DYNAMIG_SIM_STATE``. Fault inje
 ``DYNAMIG_SIM_MIGPARTED_HANG=N`` makes the next N applies hang for ``DYNAMIG_SIM_MIGPARTED_HANG_S``
 seconds (default 3600); the counters live in the state file. ``SimBackend.inject_migparted_failure`` /
 ``inject_migparted_hang`` do the same per node.
+
+:class:`InProcessMigParted` runs this same code inside the calling process behind
+:class:`~deviceplugin.migparted.MigPartedRunner`'s interface (argv, environment, output, exit code,
+timeout): the demo uses it so that an apply costs no interpreter start; tests keep the executable.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import io
 import json
 import os
 import sys
+import threading
 import time
-from collections.abc import Iterator, Sequence
-from typing import Any, NoReturn
+import traceback
+from collections.abc import Iterator, Mapping, Sequence
+from typing import IO, Any, NoReturn
 
 import yaml
 
@@ -38,7 +45,16 @@ from models.errors import LayoutError
 from models.layouts import realize
 
 from .backend import NVML_ERROR_IN_USE, NvmlCallError
-from .migparted import ConfigEntry, ParsedProfile, SpecError, parse_config, parse_mig_profile, select_config
+from .migparted import (
+    ConfigEntry,
+    MigPartedResult,
+    MigPartedRunner,
+    ParsedProfile,
+    SpecError,
+    parse_config,
+    parse_mig_profile,
+    select_config,
+)
 from .sim import ENV_STATE, SimBackend, SimState
 
 ENV_FAIL = "DYNAMIG_SIM_MIGPARTED_FAIL"
@@ -52,6 +68,36 @@ _GI_ENUM = {"1g": 0, "2g": 1, "3g": 2, "4g": 3, "7g": 4, "1g+me": 7, "2g+me": 8,
 _CI_ENUM = {1: 0, 2: 1, 3: 2, 4: 3, 7: 4, 8: 5, 6: 6}
 
 
+class _Io(threading.local):
+    """Per-thread process surroundings: the real ones in the executable, captured ones in-process."""
+
+    def __init__(self) -> None:
+        self.stdout: IO[str] | None = None
+        self.stderr: IO[str] | None = None
+        self.stdin: IO[str] | None = None
+        self.env: Mapping[str, str] | None = None
+        self.killed: threading.Event | None = None
+
+
+_io = _Io()
+
+
+def _stdout() -> IO[str]:
+    return _io.stdout or sys.stdout
+
+
+def _stderr() -> IO[str]:
+    return _io.stderr or sys.stderr
+
+
+def _env() -> Mapping[str, str]:
+    return os.environ if _io.env is None else _io.env
+
+
+def _print(line: str) -> None:
+    _stdout().write(line + "\n")
+
+
 class _Fail(Exception):
     """An error on mig-parted's error chain (lower-case, wrapped by the callers)."""
 
@@ -62,8 +108,8 @@ class _Log:
 
     def _emit(self, level: str, msg: str) -> None:
         now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        sys.stderr.write(f"time=\"{now}\" level={level} msg={json.dumps(msg)}\n")
-        sys.stderr.flush()
+        _stderr().write(f"time=\"{now}\" level={level} msg={json.dumps(msg)}\n")
+        _stderr().flush()
 
     def debug(self, msg: str) -> None:
         if self.debug_on:
@@ -83,17 +129,21 @@ def _truthy(v: str | None) -> bool:
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:  # urfave/cli errors go through log.Fatal: exit 1
-        self.print_usage(sys.stderr)
+        self.print_usage(_stderr())
         _Log(False).fatal(message)
+
+    def _print_message(self, message: str, file: Any = None) -> None:  # argparse: SupportsWrite | None
+        if message:
+            (_stdout() if file is None or file is sys.stdout else _stderr()).write(message)
 
 
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="nvidia-mig-parted", description="Manage MIG partitions across the full set of NVIDIA GPUs "
                                                       "on a node (dynamig simulator)")
-    p.add_argument("-d", "--debug", action="store_true", default=_truthy(os.environ.get("MIG_PARTED_DEBUG")))
+    p.add_argument("-d", "--debug", action="store_true", default=_truthy(_env().get("MIG_PARTED_DEBUG")))
     p.add_argument("-v", "--version", action="version", version=f"nvidia-mig-parted version {VERSION}")
     sub = p.add_subparsers(dest="command", parser_class=_Parser)
-    env = os.environ.get
+    env = _env().get
 
     def common(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("-f", "--config-file", default=env("MIG_PARTED_CONFIG_FILE", ""))
@@ -118,7 +168,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _backend() -> SimBackend:
-    path = os.environ.get(ENV_STATE)
+    path = _env().get(ENV_STATE)
     if not path:
         raise _Fail(f"error initializing NVML: Driver Not Loaded (simulator: {ENV_STATE} is not set)")
     try:
@@ -257,7 +307,7 @@ def _set_config(state: SimState, index: int, desired: dict[str, int], log: _Log,
     flat.sort(key=lambda kp: (-kp[1].g, -kp[1].c, "me" if kp[1].media else ""))
     # Candidate orderings: (key, start or None) lists.
     plans: Iterator[list[tuple[str, int | None]]]
-    placement = os.environ.get(ENV_PLACEMENT, "realize")
+    placement = _env().get(ENV_PLACEMENT, "realize")
     realized: list[tuple[str, int | None]] | None = None
     if placement != "nvml":
         try:
@@ -337,7 +387,7 @@ def _load(args: argparse.Namespace) -> tuple[str, list[ConfigEntry]]:
         raise _Fail("missing required flags 'config-file'")
     try:
         if args.config_file == "-":
-            text = sys.stdin.read()
+            text = (_io.stdin or sys.stdin).read()
         else:
             with open(args.config_file, encoding="utf-8") as fh:
                 text = fh.read()
@@ -360,7 +410,7 @@ def _take_fault(state: SimState, kind: str, env_name: str) -> bool:
         f[f"migparted_{kind}"] = int(f[f"migparted_{kind}"]) - 1
         return True
     try:
-        budget = int(os.environ.get(env_name, "0") or 0)
+        budget = int(_env().get(env_name, "0") or 0)
     except ValueError:
         budget = 0
     used = int(f.get(f"env_{kind}_used", 0))
@@ -384,10 +434,13 @@ def _cmd_apply(args: argparse.Namespace, log: _Log) -> None:
     backend = _backend()
     with backend.transaction() as st:
         hang = _take_fault(st, "hang", ENV_HANG)
-        hang_s = float(st.faults.get("migparted_hang_s") or os.environ.get(ENV_HANG_S) or 3600)
+        hang_s = float(st.faults.get("migparted_hang_s") or _env().get(ENV_HANG_S) or 3600)
     if hang:
         log.debug(f"simulated hang for {hang_s:g}s")
-        time.sleep(hang_s)
+        if _io.killed is None:
+            time.sleep(hang_s)
+        elif _io.killed.wait(hang_s):  # in-process and past its timeout: "killed" before it applies
+            raise SystemExit(-9)
     try:
         with backend.transaction() as st:
             walk = _walk(st, entries)
@@ -407,13 +460,13 @@ def _cmd_apply(args: argparse.Namespace, log: _Log) -> None:
                     _apply_config(st, walk, log, _take_fault(st, "fail", ENV_FAIL))
     except _Fail as err:
         raise _Fail(f"error applying MIG configuration with hooks: {err}") from None
-    print("MIG configuration applied successfully")
+    _print("MIG configuration applied successfully")
 
 
 def _cmd_assert(args: argparse.Namespace, log: _Log) -> None:
     _, entries = _load(args)
     if args.valid_config:
-        print("Selected MIG configuration is valid")
+        _print("Selected MIG configuration is valid")
         return
     st = _backend().read()
     walk = _walk(st, entries)
@@ -423,14 +476,14 @@ def _cmd_assert(args: argparse.Namespace, log: _Log) -> None:
         log.debug(str(err)[:1].upper() + str(err)[1:])
         raise _Fail("Assertion failure: selected configuration not currently applied") from None
     if args.mode_only:
-        print("Selected MIG mode settings from configuration currently applied")
+        _print("Selected MIG mode settings from configuration currently applied")
         return
     try:
         _assert_config(st, walk)
     except _Fail as err:
         log.debug(str(err)[:1].upper() + str(err)[1:])
         raise _Fail("Assertion failure: selected configuration not currently applied") from None
-    print("Selected MIG configuration currently applied")
+    _print("Selected MIG configuration currently applied")
 
 
 def export_spec(state: SimState, label: str = "current") -> dict[str, Any]:
@@ -476,9 +529,9 @@ def _cmd_export(args: argparse.Namespace, log: _Log) -> None:
         raise _Fail(f"unrecognized 'output-format': {args.output_format}")
     spec = export_spec(_backend().read(), args.config_label)
     if args.output_format == "json":
-        sys.stdout.write(json.dumps(spec, indent=2))
+        _stdout().write(json.dumps(spec, indent=2))
     else:
-        sys.stdout.write(yaml.safe_dump(spec, sort_keys=False, default_flow_style=None))
+        _stdout().write(yaml.safe_dump(spec, sort_keys=False, default_flow_style=None))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -494,6 +547,41 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as err:  # a profile that slipped past validation
         log.fatal(str(err))
     return 0
+
+
+class InProcessMigParted(MigPartedRunner):
+    """The simulated mig-parted run in this process (in a thread of its own, so the timeout holds)
+    with the runner's argv, environment and timeout; same output and exit codes as the executable."""
+
+    def __init__(self, timeout_s: float = 120.0, env: Mapping[str, str] | None = None, debug: bool = False) -> None:
+        super().__init__(("nvidia-mig-parted-sim",), timeout_s, env, debug)
+
+    def run(self, args: Sequence[str], timeout_s: float | None = None) -> MigPartedResult:
+        argv = (*self.command, *(("-d",) if self.debug else ()), *args)
+        env = {**os.environ, **self.env}
+        limit = self.timeout_s if timeout_s is None else timeout_s
+        out, err, killed = io.StringIO(), io.StringIO(), threading.Event()
+        code: list[int] = []
+
+        def body() -> None:
+            _io.stdout, _io.stderr, _io.stdin, _io.env, _io.killed = out, err, io.StringIO(), env, killed
+            try:
+                code.append(main(argv[1:]))
+            except SystemExit as e:
+                code.append(e.code if isinstance(e.code, int) else (0 if e.code is None else 1))
+            except Exception:  # what the interpreter does with an uncaught error: traceback, exit 1
+                err.write(traceback.format_exc())
+                code.append(1)
+
+        t0 = time.monotonic()
+        worker = threading.Thread(target=body, name="nvidia-mig-parted-sim", daemon=True)
+        worker.start()
+        worker.join(limit)
+        if worker.is_alive():
+            killed.set()
+            worker.join()
+            return MigPartedResult(argv, None, out.getvalue(), err.getvalue(), time.monotonic() - t0, True)
+        return MigPartedResult(argv, code[0], out.getvalue(), err.getvalue(), time.monotonic() - t0)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -27,12 +27,13 @@ from models.plan import Plan
 from models.requests import PodRequest, parse_pod
 from models.templates import DeviceConfig
 from models.types import ClusterState
-from models.validate import validate
 from solver.lookahead import (
     BatchPlan,
     QueuedPod,
     answer_from,
     deferred_reason,
+    needs_reservation,
+    plan_around_queue,
     queue_order,
     reserved_for_queue,
     solve_queue,
@@ -233,16 +234,12 @@ class Lookahead:
         """A per-pod plan that first avoids what the batch plan gives to other queued pods (and is
         valid on the live state); the plain per-pod plan when that finds nothing."""
         batch = self.current
-        if batch is not None and request.key not in batch.placed and len(batch.queue) > 1:
-            soft = self._around(batch, state, request.key)
-            if soft is not state:
-                got = plan(soft, request, nodes)
-                if got.placed and not validate(state, got, {request.key: request}, self.templates):
-                    self._count("per_pod_around_queue")
-                    return got
-        got = plan(state, request, nodes)
-        if got.placed:
-            self._count("per_pod")
+        soft = self._around(batch, state, request.key) if batch is not None and \
+            needs_reservation(batch, request.key) else None
+        got, source = plan_around_queue(request, state, soft, self.templates,
+                                        lambda s, r, _n: plan(s, r, nodes), nodes)
+        if source:
+            self._count(source)
         return got
 
     def _around(self, batch: BatchPlan, state: ClusterState, key: str) -> ClusterState:

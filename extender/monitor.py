@@ -188,6 +188,39 @@ def _pods(snap: Any, held: dict[str, list[str]], why: dict[str, str]) -> list[di
     return pods
 
 
+def queue_plan(ext: Extender, state: ClusterState) -> dict[str, Any]:
+    """"Planned for the queue": the lookahead's current batch plan — its age and status, which
+    pending pods it places where, which GPUs it re-cuts to what, and why the others wait."""
+    la = ext.lookahead
+    if la is None:
+        return {"enabled": False}
+    b = la.current
+    out: dict[str, Any] = {"enabled": True, "limit": la.settings.limit, "budget_ms": la.settings.budget_ms,
+                           "solves": dict(la.solved), "answers": dict(la.answered), "plan": None}
+    if b is None:
+        return out
+    placed, deferred = [], []
+    for key in b.queue:
+        pl = b.placement(key)
+        if pl is not None and pl.placed:
+            gpus = sorted({(u.node, u.gpu_index, u.slot.profile if u.slot else "share") for u in pl.units})
+            placed.append({"pod": key, "node": pl.node, "gpus": [f"{n}/{i} {prof}" for n, i, prof in gpus]})
+        else:
+            deferred.append({"pod": key, "reason": la.reason(key, state) or "not placed by the queue plan"})
+    recuts = []
+    for c in b.plan.layout_changes:
+        try:
+            index: int | str = state.gpu(c.node, c.gpu).index
+        except KeyError:
+            index = c.gpu
+        recuts.append({"node": c.node, "gpu": index, "uuid": c.gpu, "incremental": c.incremental,
+                       "layout": [f"{x.profile}@{x.start}" for x in c.layout]})
+    out["plan"] = {"age_s": round(max(0.0, la.clock() - b.solved_at), 1), "status": b.plan.status,
+                   "solve_ms": round(b.solve_ms, 1), "revision": b.revision, "queue": len(b.queue),
+                   "placed": placed, "deferred": deferred, "recuts": recuts}
+    return out
+
+
 def monitor_state(ext: Extender) -> dict[str, Any]:
     snap = ext.snapshot()
     state = snap.state
@@ -235,4 +268,5 @@ def monitor_state(ext: Extender) -> dict[str, Any]:
         "history": {"sample_s": history.every, "keep_s": HISTORY_S,
                     "samples": [asdict(s) for s in history.samples()]},
         "problems": [{"object": x.obj, "message": x.message} for x in snap.problems],
+        "queue_plan": queue_plan(ext, state),
     }

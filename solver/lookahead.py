@@ -5,13 +5,15 @@ Pure functions over :class:`models.types.ClusterState`; the extender runs them i
 measured is what runs.
 
 * :func:`queue_order` — the pending pods in kube-scheduler's order (priority, then creation), capped.
-* :func:`solve_queue` — one ``solver.plan`` call in batch mode: the head of the queue plus the rest
-  as ``pending`` (CP-SAT over the whole queue when it has more than one pod).
+* :func:`solve_queue` — one ``solver.plan`` call in batch mode: the oldest queued pod that fits now
+  plus the rest as ``pending`` (CP-SAT over the whole queue when it has more than one pod).
 * :func:`answer_from` — the part of a batch plan that concerns one pod, re-validated against the
   *live* state (the batch plan may be stale); ``None`` when it no longer holds.
 * :func:`reserved_for_queue` — the live state with the capacity the batch plan gives to *other*
   queued pods taken: a per-pod answer first tries this state, so one pod does not take what the
   queue needs most (a soft reservation — when nothing else fits, the live state is used).
+* :func:`plan_around_queue` — a per-pod answer that first tries the reserved state and is valid on
+  the live one (the extender's filter and the simulator both answer this way).
 * :func:`deferred_reason` — why the batch plan does not place a pod, in words a person can act on.
 """
 
@@ -72,8 +74,23 @@ def solve_queue(plan_fn: PlanFn, config: Any, state: ClusterState, queue: Sequen
     """One batch plan for ``queue`` on ``state`` (``None`` for an empty queue)."""
     if not queue:
         return None
-    out = plan_fn(state, queue[0], config, tuple(queue[1:]), None)
-    return BatchPlan(out, tuple(q.key for q in queue), revision, now, out.solve_ms)
+    # The batch model plans "this pod, plus the pending ones" and gives up when "this pod" does not
+    # fit now; a queue head that cannot fit (yet, or ever) must not stop the rest from being planned.
+    # So the head is the oldest queued pod the per-pod planner can place now; the others, in queue
+    # order, are the pending pods (the model may leave any of them waiting).
+    head = None
+    probe_ms = 0.0
+    for q in queue:
+        one = plan_fn(state, q, config, (), None)
+        probe_ms += one.solve_ms
+        if one.placed:
+            head = q
+            break
+    if head is None:
+        return BatchPlan(one, tuple(q.key for q in queue), revision, now, probe_ms)
+    rest = tuple(q for q in queue if q.key != head.key)
+    out = plan_fn(state, head, config, rest, None) if rest else one
+    return BatchPlan(out, tuple(q.key for q in queue), revision, now, probe_ms + out.solve_ms)
 
 
 def _gpu_layout(state: ClusterState, change: LayoutChange) -> Any:
@@ -134,33 +151,66 @@ def reserved_for_queue(batch: BatchPlan | None, state: ClusterState, requests: M
     return out
 
 
-def _describe_change(c: LayoutChange, state: ClusterState) -> str:
+def needs_reservation(batch: BatchPlan | None, key: str) -> bool:
+    """Whether a per-pod answer for ``key`` should first avoid what the batch plan keeps for others."""
+    return batch is not None and key not in batch.placed and len(batch.queue) > 1
+
+
+#: ``plan(state, request, nodes) -> Plan``: the per-pod planner.
+PodPlanFn = Callable[[ClusterState, PodRequest, Sequence[str] | None], Plan]
+
+
+def plan_around_queue(request: PodRequest, state: ClusterState, reserved: ClusterState | None,
+                      templates: DeviceConfig, plan: PodPlanFn,
+                      nodes: Sequence[str] | None = None) -> tuple[Plan, str]:
+    """The per-pod plan on ``reserved`` (the live state less the queue's reservations,
+    :func:`reserved_for_queue`) when it is valid on the live ``state``; else the per-pod plan on
+    ``state``. Returns the plan and its source: ``per_pod_around_queue``, ``per_pod`` or ``""``
+    (not placed)."""
+    if reserved is not None and reserved is not state:
+        got = plan(reserved, request, nodes)
+        if got.placed and not validate(state, got, {request.key: request}, templates):
+            return got, "per_pod_around_queue"
+    got = plan(state, request, nodes)
+    return got, "per_pod" if got.placed else ""
+
+
+def _describe_change(c: LayoutChange, state: ClusterState, batch: BatchPlan) -> str:
     try:
-        where = f"GPU {c.node}/{state.gpu(c.node, c.gpu).index}"
+        where = f"GPU {state.gpu(c.node, c.gpu).uuid} ({c.node} #{state.gpu(c.node, c.gpu).index})"
     except KeyError:
-        where = f"GPU {c.node}/{c.gpu}"
+        where = f"GPU {c.gpu} on {c.node}"
     counts = Counter(s.profile for s in c.layout)
-    return f"{where} is being re-cut to " + ", ".join(f"{p} x{n}" for p, n in sorted(counts.items()))
+    users = sum(1 for p in batch.plan.placements if p.placed and any((u.node, u.gpu) == (c.node, c.gpu)
+                                                                      for u in p.units))
+    return (f"{where} is being re-cut to " + ", ".join(f"{p} x{n}" for p, n in sorted(counts.items())) +
+            f" for {users} queued pod{'' if users == 1 else 's'}")
 
 
 def deferred_reason(batch: BatchPlan | None, key: str, state: ClusterState) -> str | None:
-    """Why the batch plan leaves ``key`` waiting (``None`` if it places it or does not know it)."""
+    """Why the batch plan leaves ``key`` waiting (``None`` if it places it or does not know it):
+    which GPUs the queue's plan re-cuts for whom, and where this pod stands among the waiting."""
     if batch is None or key not in batch.queue:
         return None
     pl = batch.placement(key)
     if pl is not None and pl.placed:
         return None
     pos = batch.queue.index(key)
-    ahead = [k for k in batch.queue[:pos] if (p := batch.placement(k)) is not None and p.placed]
+    placed = set(batch.placed)
+    ahead = [k for k in batch.queue[:pos] if k in placed]
     if not ahead and not batch.plan.layout_changes:
         return None  # the queue takes nothing from this pod: the per-pod reason says it all
+    waiting_ahead = [k for k in batch.queue[:pos] if k not in placed]
+    parts = []
+    changes = batch.plan.layout_changes
+    if changes:
+        parts.append("; ".join(_describe_change(c, state, batch) for c in changes[:3]) +
+                     (f" (and {len(changes) - 3} more)" if len(changes) > 3 else ""))
+    parts.append("this pod is next" if not waiting_ahead else
+                 f"{len(waiting_ahead)} waiting pod(s) are ahead of this one")
+    parts.append(f"queued #{pos + 1} of {len(batch.queue)}; the queue plan places {len(batch.placed)} pod(s)"
+                 + (f", {len(ahead)} of them ahead of this one" if ahead else ""))
     reasons = sorted({why for _, why in batch.plan.reasons})
-    parts = [f"queued #{pos + 1} of {len(batch.queue)}; the queue plan places {len(batch.placed)} pod(s)"
-             + (f", {len(ahead)} of them ahead of this one" if ahead else "")]
-    if batch.plan.layout_changes:
-        parts.append("; ".join(_describe_change(c, state) for c in batch.plan.layout_changes[:3]) +
-                     (f" (and {len(batch.plan.layout_changes) - 3} more)" if len(batch.plan.layout_changes) > 3
-                      else "") + " for the pods ahead")
     if reasons:
         parts.append("nothing left for this pod: " + reasons[0])
     return "; ".join(parts)

@@ -186,3 +186,16 @@ def test_serve_keeps_a_live_workload_and_sigterm_cleans_up() -> None:
     if not left:
         tmp_path.rmdir()
     assert not left
+
+
+def test_an_nvml_node_changes_a_busy_gpu_in_part_without_violations() -> None:
+    from models.types import Applier
+
+    inv = Inventory((InventoryNode("mig-n", NodeMode.MIG, (("A100-SXM4-40GB", 1),), 96000, 393216, 10,
+                                   applier=Applier.NVML),))
+    pods = [spec("long", 0.0, 30.0, {"nvidia.com/gpumem": "4000"}, {"nvidia.com/vgpu-mode": "mig"}),
+            spec("mid", 1.0, 5.0, {"nvidia.com/gpumem": "15000"}, {"nvidia.com/vgpu-mode": "mig"})]
+    with Demo(inv) as demo:
+        r = demo.run(pods)
+    assert r.violations == [] and r.placed == 2
+    assert r.partial_relayouts >= 1 and r.to_json()["partial_relayouts"] == r.partial_relayouts

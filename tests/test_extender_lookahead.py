@@ -3,6 +3,7 @@ told why, the flags and the metrics — on the real core and planner, memory sto
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from prometheus_client import generate_latest
@@ -74,3 +75,40 @@ def test_off_by_default_and_engine_reaches_the_planner() -> None:
     assert ext.lookahead is None
     _, cfg = ExtenderConfig(engine="cpsat").make_planner()
     assert cfg.engine == "cpsat"
+
+
+def test_a_deferred_pod_is_told_which_recut_it_waits_for() -> None:
+    store, ext = make(8)
+    for name, mem in (("x", "19000"), ("y", "19000"), ("z", "39000")):
+        store.create_pod(pod_manifest(name, mem=mem))
+    la = ext.lookahead
+    assert la is not None and la.run_once()
+    assert la.current is not None and set(la.current.placed) == {"ml/x", "ml/y"}
+    assert [filt(store, ext, n)["NodeNames"] for n in ("x", "y")] == [["solo"], ["solo"]]
+    out = filt(store, ext, "z")
+    assert out["NodeNames"] == []
+    why = out["FailedNodes"]["solo"]
+    want = r"GPU \S+ \(solo #0\) is being re-cut to 3g\.20gb x2 for 2 queued pods; this pod is next"
+    assert re.search(want, why), why
+    assert "queued #3 of 3" in why
+
+
+def test_monitor_shows_what_is_planned_for_the_queue() -> None:
+    from extender.monitor import monitor_state
+
+    off = monitor_state(make(0)[1])["queue_plan"]
+    assert off == {"enabled": False}
+    store, ext = make(8)
+    for name, mem in (("x", "19000"), ("y", "19000"), ("z", "39000")):
+        store.create_pod(pod_manifest(name, mem=mem))
+    la = ext.lookahead
+    assert la is not None and la.run_once()
+    q = monitor_state(ext)["queue_plan"]
+    plan = q["plan"]
+    assert q["enabled"] and plan["queue"] == 3 and plan["age_s"] >= 0 and plan["status"]
+    assert sorted(p["pod"] for p in plan["placed"]) == ["ml/x", "ml/y"]
+    assert all(p["node"] == "solo" and p["gpus"] == ["solo/0 3g.20gb"] for p in plan["placed"])
+    assert [d["pod"] for d in plan["deferred"]] == ["ml/z"]
+    assert len(plan["recuts"]) == 1 and plan["recuts"][0]["gpu"] == 0
+    assert [x.split("@")[0] for x in plan["recuts"][0]["layout"]] == ["3g.20gb", "3g.20gb"]
+    assert "being re-cut to 3g.20gb x2" in plan["deferred"][0]["reason"]

@@ -225,15 +225,10 @@ def test_hwcheck_prints_possible_placements_per_profile_matching_the_catalog() -
     assert fake.mutations == 0
 
 
-def test_nvml_applier_flags_say_not_yet_available(capsys: pytest.CaptureFixture[str]) -> None:
-    from deviceplugin.apply import ApplierNotAvailable, resolve_applier
-    from dynamig.cli import main
+def test_the_applier_flags_resolve_the_node_applier() -> None:
+    from deviceplugin.apply import resolve_applier
     from models.types import Applier, NodeMode
 
     assert resolve_applier("mig-parted", None, NodeMode.MIG, "n") is Applier.MIG_PARTED
-    assert resolve_applier("nvml", None, NodeMode.HAMI_CORE, "n") is Applier.NVML  # no MIG layouts there
-    with pytest.raises(ApplierNotAvailable, match="node n: applier nvml is not yet available"):
-        resolve_applier("mig-parted", Applier.NVML, NodeMode.MIG, "n")
-    assert main(["demo", "--applier", "nvml", "--json"]) == 2
-    out, err = capsys.readouterr()
-    assert out == "" and "planner support for partial re-layout not yet available" in err
+    assert resolve_applier("nvml", None, NodeMode.MIG, "n") is Applier.NVML
+    assert resolve_applier("mig-parted", Applier.NVML, NodeMode.MIG, "n") is Applier.NVML  # nodeconfig wins

@@ -15,7 +15,9 @@ from solver.planner.objective.reconfigurations import KEEP
 
 def test_level_costs() -> None:
     assert reconfigurations.pattern(KEEP) == 0 and reconfigurations.pattern(KEEP, True) == 0
-    assert reconfigurations.pattern(0) == 1  # a change of a GPU that holds instances
+    assert reconfigurations.pattern(0) == reconfigurations.WHOLE  # a whole change of a GPU that holds instances
+    assert reconfigurations.pattern(reconfigurations.PARTIAL_BASE) == reconfigurations.PARTIAL  # nvml, busy
+    assert reconfigurations.PARTIAL > 0  # a busy GPU's partial change costs more than an idle re-cut
     assert reconfigurations.pattern(0, idle=True) == 0
     assert template_order.keep_order((), {"7g.40gb": 1}, False, [("7g.40gb", 1)]) == 0  # busy: kept for free
 

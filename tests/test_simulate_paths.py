@@ -9,6 +9,8 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dynamig.commands import simulate as simulate_cmd
 from solver.openb import OpenbNode, OpenbPod
@@ -80,7 +82,130 @@ def test_churn_node_list_equals_inventory(tmp_path: Path, capsys: pytest.Capture
 
 def test_milli_and_cluster_policies_keep_to_their_paths(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     nodes, pods, inv = write_cluster(tmp_path)
-    assert cli(["--nodes", str(nodes), "--pods", str(pods), "--policy", "dynamig", "--seeds", "1"]) == 2
-    assert "--mig-model" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        cli(["--nodes", str(nodes), "--pods", str(pods), "--policy", "dynamig", "--seeds", "1",
+             "--objective", "placed,nonsense"])
+    assert exc.value.code == 2
+    assert "bad --objective" in capsys.readouterr().err
     assert cli(["--inventory", str(inv), "--pods", str(pods), "--policy", "share-pricing", "--seeds", "1"]) == 2
     assert "unknown policy" in capsys.readouterr().err
+
+
+def write_hami_core_inventory(tmp_path: Path, nodes_csv: Path) -> Path:
+    """The node list as an inventory of hami-core nodes (the models of ``HAMI_CORE_MODELS``)."""
+    from solver.openb import load_nodes
+    from solver.whatif.specs import HAMI_CORE_MODELS, HAMI_CORE_SPLIT
+
+    inv = tmp_path / "hami-core.yaml"
+    inv.write_text("nodes:\n" + "".join(
+        f"  - name: {n.name}\n    mode: hami-core\n    gpus: {{model: {HAMI_CORE_MODELS[n.model]}, count: {n.gpus}}}\n"
+        f"    cpu_milli: {n.cpu_milli}\n    memory_mib: {n.memory_mib}\n    split: {HAMI_CORE_SPLIT}\n"
+        for n in load_nodes(nodes_csv)))
+    return inv
+
+
+@pytest.mark.parametrize("policy", CLUSTER_POLICIES)
+def test_fgd_protocol_hami_core_node_list_equals_inventory(policy: str, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    # --nodes with a cluster policy and no --mig-model: the node list's own GPUs on hami-core
+    nodes, pods, _ = write_cluster(tmp_path)
+    inv = write_hami_core_inventory(tmp_path, nodes)
+    flags = ["--pods", str(pods), "--policy", policy, "--processes", "1", "--tie-quantum", "10",
+             "--objective", "placed,reconfigurations,template_order,fragmentation,waste"]
+    by_list = _doc(["--nodes", str(nodes), *flags], capsys)
+    by_inv = _doc(["--inventory", str(inv), *flags], capsys)
+    keep = ("pods", "placed", "failed", "failed_gpu_pods", "unallocated_gpu_pct", "unallocated_demand_pct",
+            "planner_calls", "reconfigurations")
+    for seed in ("1", "2"):
+        a = by_list["per_seed"][seed]  # type: ignore[index]
+        b = by_inv["per_seed"][seed]  # type: ignore[index]
+        assert {k: a[k] for k in keep} == {k: b[k] for k in keep}, (policy, seed)
+        assert a["reconfigurations"] == 0  # hami-core: no layouts
+        assert 0 < a["placed"] < a["pods"]  # tuned to 1.3x: some fail
+    assert by_list["variant"] == "hami-core" and by_list["tie_quantum"] == 10
+    assert by_list["objective"] == ["placed", "reconfigurations", "template_order", "fragmentation", "waste"]
+
+
+def test_planner_runs_for_every_gpu_pod_on_the_node_list(tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    nodes, pods, _ = write_cluster(tmp_path)
+    doc = _doc(["--nodes", str(nodes), "--pods", str(pods), "--policy", "dynamig", "--processes", "1"], capsys)
+    per = doc["per_seed"]  # type: ignore[index]
+    # every GPU pod with a node that has room for its host request reaches solver.plan
+    assert doc["planner_calls"] == sum(p["planner_calls"] for p in per.values())  # type: ignore[union-attr]
+    for p in per.values():  # type: ignore[union-attr]
+        assert 0 < p["planner_calls"] <= p["gpu_pods"]
+        assert p["gpu_pods"] - p["planner_calls"] <= p["failed_gpu_pods"]
+
+
+def test_host_usage_reaches_the_planner_state() -> None:
+    # the planner's state carries host CPU/memory of placed pods (its stranding term reads them)
+    from models.validate import validate
+    from solver.openb import OpenbNode, OpenbPod
+    from solver.whatif import runner as whatif_runner
+    from solver.whatif.specs import nodes_spec
+
+    seen: list[object] = []
+    real = whatif_runner.apply_plan
+
+    def spy(state, plan, requests=None):  # type: ignore[no-untyped-def]
+        assert requests and validate(state, plan, requests) == []
+        out = real(state, plan, requests)
+        seen.append(out)
+        return out
+
+    nodes = [OpenbNode("n0", 16000, 65536, 2, "T4"), OpenbNode("n1", 16000, 65536, 2, "T4")]
+    pods = [OpenbPod(f"p{i}", 3000, 8192, 1, 500) for i in range(6)] + [OpenbPod("c0", 1000, 1024, 0, 0)]
+    whatif_runner.apply_plan = spy  # type: ignore[assignment]
+    try:
+        r = whatif_runner.run_once(nodes_spec(nodes, pods, "dynamig", tune_ratio=0), 3)
+    finally:
+        whatif_runner.apply_plan = real  # type: ignore[assignment]
+    assert r.placed == 7 and r.latencies_ms.size == 6
+    final = seen[-1]
+    used = sum(n.cpu_used_milli for n in final.nodes)  # type: ignore[attr-defined]
+    assert used in (6 * 3000, 6 * 3000 + 1000)  # every GPU pod's CPU (and the CPU-only pod's, if it came first)
+
+
+_MODELS = ("T4", "P100", "V100M16", "V100M32", "A10", "G2", "G3")
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    node_shapes=st.lists(st.tuples(st.sampled_from(_MODELS), st.integers(1, 4), st.integers(2, 32)),
+                         min_size=1, max_size=4),
+    pod_shapes=st.lists(st.tuples(st.integers(0, 2), st.integers(1, 100), st.integers(1, 16)),
+                        min_size=1, max_size=24),
+    seed=st.integers(0, 5),
+)
+def test_hami_core_node_list_run_invariants(node_shapes: list[tuple[str, int, int]],
+                                            pod_shapes: list[tuple[int, int, int]], seed: int) -> None:
+    # whatever the cluster and pods: every plan valid, host capacity never exceeded, counts add up
+    from models.validate import validate
+    from solver.whatif import runner as whatif_runner
+    from solver.whatif.specs import HAMI_CORE_MODELS, nodes_spec
+
+    nodes = [OpenbNode(f"n{i}", cores * 1000, cores * 4096, gpus, m) for i, (m, gpus, cores) in enumerate(node_shapes)]
+    pods = [OpenbPod(f"p{i}", cores * 500, cores * 1024, n, 1000 if n == 2 else 10 * milli if n else 0)
+            for i, (n, milli, cores) in enumerate(pod_shapes)]
+    real = whatif_runner.apply_plan
+    last: list[object] = []
+
+    def spy(state, plan, requests=None):  # type: ignore[no-untyped-def]
+        assert requests and validate(state, plan, requests) == []
+        out = real(state, plan, requests)
+        last[:] = [out]
+        return out
+
+    spec = nodes_spec(nodes, pods, "dynamig", tune_ratio=0)
+    assert [m for n in spec.inventory.nodes for m, _ in n.gpus] == [HAMI_CORE_MODELS[m] for m, _, _ in node_shapes]
+    whatif_runner.apply_plan = spy  # type: ignore[assignment]
+    try:
+        r = whatif_runner.run_once(spec, seed)
+    finally:
+        whatif_runner.apply_plan = real  # type: ignore[assignment]
+    gpu_pods = sum(1 for n, _, _ in pod_shapes if n)
+    assert r.pods == len(pods) and r.placed + r.failed == r.pods and r.gpu_pods == gpu_pods
+    assert r.latencies_ms.size <= gpu_pods and r.layout_changes == 0
+    for n in (last[0].nodes if last else ()):  # type: ignore[attr-defined]
+        assert n.cpu_used_milli <= n.cpu_milli and n.memory_used_mib <= n.memory_mib

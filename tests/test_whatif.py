@@ -367,8 +367,12 @@ def test_cli_whatif_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert cli(["--inventory", str(bad), "--pods", str(pods)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and str(bad) in err[0] and "MIG-capable" in err[0]
-    assert cli(["--nodes", str(nodes), "--pods", str(pods), "--policy", "hami-legacy"]) == 2
-    assert "--mig-model" in capsys.readouterr().err
+    # a cluster policy on the node list without --mig-model: the node list's GPUs on hami-core
+    odd = tmp_path / "odd.csv"
+    odd.write_text("sn,cpu_milli,memory_mib,gpu,model\nodd-node,8000,65536,2,K80\n")
+    assert cli(["--nodes", str(odd), "--pods", str(pods), "--policy", "hami-legacy", "--seeds", "1"]) == 1
+    err = capsys.readouterr().err
+    assert str(odd) in err and "odd-node" in err and "K80" in err
     with pytest.raises(SystemExit) as info:
         cli(["--nodes", str(nodes), "--inventory", str(bad), "--pods", str(pods)])
     assert info.value.code == 2

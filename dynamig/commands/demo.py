@@ -13,10 +13,12 @@ import json
 import signal
 import sys
 import time
+from dataclasses import replace
 from typing import Any
 
 from dynamig.commands.argtypes import non_negative_int, port, positive_int
 from models.config import Inventory, load_inventory
+from models.types import Applier, NodeMode
 
 
 def _fault(text: str) -> tuple[str, int]:
@@ -47,7 +49,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--lookahead", type=non_negative_int, default=16, metavar="N",
                    help="the extender plans up to N pending pods together with CP-SAT (default 16; 0: off)")
     p.add_argument("--applier", choices=("mig-parted", "nvml"), default="mig-parted",
-                   help="how the MIG nodes change layouts (default mig-parted; nvml: not yet available)")
+                   help="how the MIG nodes change layouts (default mig-parted: whole GPU, idle only; "
+                        "nvml: per instance, busy GPUs too)")
     p.add_argument("--fail-migparted", type=_fault, action="append", default=[], metavar="NODE=N",
                    help="fault injection: the next N mig-parted applies on NODE fail")
     return p
@@ -61,6 +64,7 @@ def print_summary(doc: dict[str, Any]) -> None:
         ("placed (ran to completion)", doc["placed"]),
         ("still pending at the end", doc["pending"]),
         ("GPUs re-partitioned (layout changes)", doc["reconfigurations"]),
+        ("  of which partial (busy GPU, nvml)", doc.get("partial_relayouts", 0)),
         ("…of them GPUs freed, then re-partitioned", doc["repartitioned_after_free"]),
         ("allocation failures (pods retried)", f"{doc['allocation_failures']} ({doc['retried']})"),
         ("filter latency p50 / p99 (HTTP)", f"{doc['filter_p50_ms']:.1f} ms / {doc['filter_p99_ms']:.1f} ms"),
@@ -113,12 +117,10 @@ def run(args: argparse.Namespace) -> int:
     from dynamig.demo.runner import Demo
     from dynamig.demo.workload import generate
 
-    if args.applier == "nvml":
-        print("dynamig demo: --applier nvml: planner support for partial re-layout not yet available (the planner "
-              "does not plan partial changes, and the device plugin's Allocate does not call the nvml applier yet; "
-              "see docs/relayout.md)", file=sys.stderr)
-        return 2
-    inventory = load_inventory(args.inventory) if args.inventory else builtin_inventory()
+    inventory = load_inventory(args.inventory) if args.inventory else builtin_inventory(applier=Applier(args.applier))
+    if args.inventory and args.applier != Applier.MIG_PARTED.value:  # the flag sets every mig node's applier
+        inventory = replace(inventory, nodes=tuple(replace(n, applier=Applier(args.applier))
+                                                   if n.mode is NodeMode.MIG else n for n in inventory.nodes))
     problem = _check_faults(args.fail_migparted, inventory)
     if problem:
         print(f"dynamig demo: {problem}", file=sys.stderr)

@@ -140,12 +140,9 @@ def run(args: argparse.Namespace) -> int:
             config = config.with_node_config(entry)
     if args.mode:
         config = replace(config, mode=NodeMode(args.mode))
-    from deviceplugin.apply import ApplierNotAvailable, resolve_applier
-    try:
-        resolve_applier(args.mig_applier, entry.applier if entry is not None else None, config.mode, args.node)
-    except ApplierNotAvailable as e:
-        print(f"dynamig deviceplugin: {e}", file=sys.stderr)
-        return 2
+    from deviceplugin.apply import resolve_applier
+    config = replace(config, applier=resolve_applier(args.mig_applier, entry.applier if entry is not None else None,
+                                                     config.mode, args.node))
     if args.split is not None:
         if args.split < 1:
             raise ConfigError(f"--split must be at least 1, got {args.split}")
@@ -179,7 +176,12 @@ def run(args: argparse.Namespace) -> int:
         from kube.client import EventRecorder
 
         events = EventRecorder(stoppable.client, "dynamig-device-plugin", args.node).pod_event
-    agent = NodeAgent(args.node, backend, store, args.device_plugin_dir, _mig_parted(args), config, events)
+    from deviceplugin.apply import ApplierNotAvailable
+    try:
+        agent = NodeAgent(args.node, backend, store, args.device_plugin_dir, _mig_parted(args), config, events)
+    except ApplierNotAvailable as e:
+        print(f"dynamig deviceplugin: {e}", file=sys.stderr)
+        return 2
     log.warning("dynamig deviceplugin: node %s, mode %s, backend %s, plugin dir %s", args.node, config.mode.value,
                 args.backend, args.device_plugin_dir)
     agent.start()

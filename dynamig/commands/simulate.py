@@ -11,7 +11,10 @@ unallocated GPU % and fragmentation per arrived-load bucket, per seed, and the m
 
 * ``--nodes NODES.csv --pods PODS.csv``: the FGD reproduction on the openb node list with the FGD
   paper's policies (random, dotprod, clustering, packing, fgd-bestfit, fgd) and the research
-  policy share-pricing;
+  policy share-pricing; with a cluster-state policy (dynamig = solver.plan, hami-legacy,
+  hami-v210, dra-firstfit, bestfit) the same GPUs as hami-core nodes (a share = gpumem-percentage
+  = gpucores = milli / 10; host CPU and memory in the planner's state; ``--objective``, ``--tie``,
+  ``--tie-quantum`` configure the planner as in PlannerConfig), every GPU pod through the policy;
 * ``--nodes NODES.csv --mig-model A100-SXM4-80GB --pods PODS.csv``: the MIG variant: every node's
   GPUs replaced by that model in mig mode, shares mapped to the smallest serving MIG instance,
   every GPU pod placed by a cluster-state policy (dynamig = solver.plan, hami-legacy, hami-v210,
@@ -20,9 +23,9 @@ unallocated GPU % and fragmentation per arrived-load bucket, per seed, and the m
 * ``--inventory CLUSTER.yaml --pods PODS.{csv,yaml}``: any inventory (mig and hami-core nodes), pods
   from an openb CSV or Pod manifests, planned as in the MIG variant.
 
-MIG and inventory runs report unallocated GPU compute (the headline), memory and the FGD
-demand-based measure, reconfigurations (layout changes) and planner latency; fragmentation is null
-there (FGD's measure does not transfer to MIG instances).
+Cluster-state runs (MIG, hami-core node list, inventory) report unallocated GPU compute (the
+headline), memory and the FGD demand-based measure, reconfigurations (layout changes) and planner
+latency; fragmentation is null there (FGD's measure does not transfer to MIG instances).
 """
 
 from __future__ import annotations
@@ -34,10 +37,11 @@ import re
 import sys
 from typing import Any
 
-from models.errors import DynamigError
+from models.errors import ConfigError, DynamigError
 from solver.fgd import RunResult, policy_names, simulate
 from solver.fgd.policy import TIE_BREAKS
 from solver.openb import OpenbFormatError
+from solver.planner.config import OBJECTIVES, TIES
 from solver.policies import CLUSTER_POLICIES, MILLI_POLICIES
 from solver.whatif.mapping import MIG_MODELS
 
@@ -102,7 +106,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "--policy",
         metavar="P",
         help=f"placement policy (one registry, solver.policies). --nodes alone (FGD reproduction): "
-        f"{', '.join(MILLI_POLICIES)} (default fgd); --mig-model or --inventory: "
+        f"{', '.join(MILLI_POLICIES)} (default fgd); any of --nodes, --mig-model or --inventory: "
         f"{', '.join(CLUSTER_POLICIES)} (default {PLANNER_POLICY}); --protocol churn: a comma list of "
         f"those or all (default all)",
     )
@@ -139,10 +143,29 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                    help="MIG layouts the planner may use (default: the inventory's setting, else templates)")
     p.add_argument("--time-budget-ms", type=float, default=200.0, metavar="MS",
                    help="MIG/inventory runs: planner time budget per pod (default 200)")
+    p.add_argument("--objective", type=_objective_arg, default=None, metavar="L1,L2,...",
+                   help="cluster-state policies: the planner's lexicographic objective levels, highest first "
+                        f"(default: {','.join(OBJECTIVES)})")
+    p.add_argument("--tie", choices=TIES, default="name",
+                   help="cluster-state policies: equal plans go to the node first by name or first in the given "
+                        "node order (default name; on the FGD protocol nodes are renamed <rank>-<name> by the "
+                        "seeded order, so both are the artifact's first-in-seeded-order rule)")
+    p.add_argument("--tie-quantum", type=_positive_int, default=1, metavar="N",
+                   help="cluster-state policies: fragmentation values equal after rounding to N per-mille "
+                        "of a GPU count as tied (default 1 = exact)")
     p.add_argument("--plot", metavar="FILE.png", help="also plot unallocated GPU vs arrived load (median over seeds)")
     p.add_argument("--json", action="store_true", help="one JSON document on stdout")
     add_churn_arguments(p)
     return p
+
+
+def _objective_arg(text: str) -> tuple[str, ...]:
+    levels = tuple(x.strip() for x in text.split(",") if x.strip())
+    unknown = [x for x in levels if x not in OBJECTIVES]
+    if not levels or unknown or len(set(levels)) != len(levels):
+        raise argparse.ArgumentTypeError(f"bad --objective {text!r}: a comma list of distinct levels of "
+                                         f"{', '.join(OBJECTIVES)}")
+    return levels
 
 
 def _fraction(text: str) -> float:
@@ -201,7 +224,8 @@ def _print_human(doc: dict[str, Any]) -> None:
 
 
 def _whatif_mode(args: argparse.Namespace) -> bool:
-    return bool(args.inventory or args.mig_model)
+    """A cluster-state run: an inventory, the MIG variant, or a cluster policy on the node list."""
+    return bool(args.inventory or args.mig_model or args.policy in CLUSTER_POLICIES)
 
 
 def _churn_policies(text: str | None) -> list[str] | str:
@@ -226,8 +250,6 @@ def run(args: argparse.Namespace) -> int:
         return run_churn_command(args, policies)
     if _whatif_mode(args):
         return run_whatif(args)
-    if args.policy in CLUSTER_POLICIES:
-        return _fail(f"policy {args.policy!r} plans MIG/hami-core GPUs: add --mig-model MODEL or use --inventory", 2)
     for path in (args.nodes, args.pods):
         if not os.path.isfile(path):
             return _fail(f"{path}: no such file")
@@ -287,7 +309,7 @@ def _whatif_spec(args: argparse.Namespace, policy: str) -> Any:
     from models.requests import mig_memory_total
     from solver.openb import load_nodes, load_pods
     from solver.whatif.runner import reference_memory, with_meta
-    from solver.whatif.specs import inventory_spec, mig_spec
+    from solver.whatif.specs import inventory_spec, mig_spec, nodes_spec
     from solver.whatif.workload import load_pod_yaml
 
     layouts_any = None if args.layouts is None else args.layouts == "any"
@@ -297,6 +319,16 @@ def _whatif_spec(args: argparse.Namespace, policy: str) -> Any:
         pods: Any = load_pod_yaml(args.pods, reference_memory(inv)) if yaml_pods else load_pods(args.pods)
         spec = inventory_spec(inv, pods, policy, scale=args.scale, layouts_any=layouts_any, tune_ratio=args.tune,
                               time_budget_ms=args.time_budget_ms)
+    elif not args.mig_model:
+        if yaml_pods:
+            raise ValueError("the node list without --mig-model takes openb pod CSVs (Pod YAML: use --inventory)")
+        nodes = load_nodes(args.nodes)
+        try:
+            spec = nodes_spec(nodes, load_pods(args.pods), policy, scale=args.scale, tune_ratio=args.tune,
+                              time_budget_ms=args.time_budget_ms)
+        except ValueError as exc:  # a GPU model without a hami-core equivalent
+            raise ConfigError(str(exc), args.nodes) from None
+        spec = with_meta(spec, nodes=args.nodes)
     else:
         nodes = load_nodes(args.nodes)
         ref = mig_memory_total(model(args.mig_model))
@@ -308,7 +340,11 @@ def _whatif_spec(args: argparse.Namespace, policy: str) -> Any:
 
             spec = replace(spec, pods=tuple(pods))
         spec = with_meta(spec, nodes=args.nodes)
-    return with_meta(spec, trace=args.pods)
+    from dataclasses import replace as _replace
+
+    spec = _replace(spec, objective=args.objective, tie=args.tie, tie_quantum=args.tie_quantum)
+    return with_meta(spec, trace=args.pods, objective=list(spec.config().objective), tie=args.tie,
+                     tie_quantum=args.tie_quantum)
 
 
 def _say_tuning(args: argparse.Namespace, given: int, total: int) -> None:

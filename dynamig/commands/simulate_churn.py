@@ -10,7 +10,7 @@ import sys
 import time
 from typing import Any, TextIO
 
-from dynamig.commands.argtypes import non_negative_float, positive_float, positive_int
+from dynamig.commands.argtypes import non_negative_float, non_negative_int, positive_float, positive_int
 from models.errors import DynamigError
 from solver.openb import OpenbFormatError
 
@@ -67,6 +67,11 @@ def add_churn_arguments(p: argparse.ArgumentParser) -> None:
                    help="a pod waiting longer than S seconds is abandoned (default: never)")
     g.add_argument("--slo-seconds", type=positive_float, default=600.0, metavar="S",
                    help="p95 wait target of the sustainable load (default 600)")
+    g.add_argument("--lookahead", type=non_negative_int, default=0, metavar="N",
+                   help="policy dynamig: plan the first N queued pods together (CP-SAT batch plan, the "
+                        "extender's lookahead on the simulated clock; default 0 = off)")
+    g.add_argument("--lookahead-budget-ms", type=positive_float, default=1000.0, metavar="MS",
+                   help="wall-clock CP-SAT budget per lookahead re-solve (default 1000)")
     g.add_argument("--engine", choices=("ray", "serial"), default=None,
                    help="run the grid as Ray tasks (default when Ray is installed) or serially in this process")
     g.add_argument("--ray-address", metavar="ADDR", default=None,
@@ -146,6 +151,9 @@ def run_churn_command(args: argparse.Namespace, policies: list[str]) -> int:
     if bad:
         return _fail(f"policy {bad[0]!r} does not run on a cluster state (churn policies: "
                      f"{', '.join(CLUSTER_POLICIES)})", 2)
+    if args.lookahead and policies != ["dynamig"]:
+        return _fail(f"--lookahead runs solver.plan's batch plan: use it with --policy dynamig alone "
+                     f"(got {', '.join(policies)})", 2)
     if args.resume and not args.out:
         return _fail("--resume needs --out DIR", 2)
     if args.ray_address and args.engine == "serial":
@@ -162,7 +170,8 @@ def run_churn_command(args: argparse.Namespace, policies: list[str]) -> int:
             return _fail(f"{args.inventory or args.nodes}: no GPU node to simulate")
         spec = churn_spec(inv, args.pods, args.duration, args.max_duration, pods=args.arrivals,
                           warmup_s=args.warmup_seconds, reconfig_s=args.reconfig_seconds, max_wait_s=args.max_wait,
-                          time_budget_ms=args.time_budget_ms)
+                          time_budget_ms=args.time_budget_ms, lookahead=args.lookahead,
+                          lookahead_budget_ms=args.lookahead_budget_ms)
     except (OpenbFormatError, DynamigError) as exc:
         return _fail(str(exc))
     except ValueError as exc:

@@ -2,8 +2,9 @@
 
 - the state rebuilt from the API (node registrations + pod allocations) has no conflict;
 - every held MIG instance exists on the simulated GPU and is held by exactly one running pod;
-- every running process sits on an existing MIG instance, and no GPU's layout changed while a process
-  that was running before is still running (no re-partitioning of a busy GPU);
+- every running process sits on an existing MIG instance, and no GPU's layout changed under a process
+  that was running before and still runs: its instance keeps its UUID, profile and placement (a
+  partial change of a busy GPU on an nvml node passes; re-cutting it does not);
 - hami-core GPUs stay within memory, cores and split limits;
 - the metrics endpoint reports what the state says (per-GPU unit counts and MIG instance slots).
 """
@@ -68,7 +69,7 @@ class InvariantChecker:
         self.repartitioned_after_free = 0
         self.peak_mig_held = 0
         self.peak_shares = 0
-        self._prev: dict[tuple[str, int], tuple[tuple[tuple[str, int], ...], frozenset[int]]] = {}
+        self._prev: dict[tuple[str, int], tuple[tuple[tuple[str, int], ...], dict[int, Any]]] = {}
         self._ever_busy: set[tuple[str, int]] = set()
 
     def check(self, out: list[str], now: float, final: bool = False) -> None:
@@ -115,15 +116,18 @@ class InvariantChecker:
                         out.append(f"{when}: {node.name}/{g.index}: process {p.pid} runs on {p.mig_uuid}, "
                                    "which no longer exists")
                 prev = self._prev.get(key)
+                procs = {p.pid: _instance_of(hw, p.mig_uuid) for p in hw.processes}
                 if prev is not None and prev[0] != layout:
-                    if prev[1] & pids:
+                    under = sorted(pid for pid, at in prev[1].items()
+                                   if pid in pids and (at is None or procs[pid] != at))
+                    if under:
                         out.append(f"{when}: {node.name}/{g.index}: layout changed while process(es) "
-                                   f"{sorted(prev[1] & pids)} ran on it")
+                                   f"{under} ran on it")
                     if key in self._ever_busy and prev[0]:
                         self.repartitioned_after_free += 1
                 if pids:
                     self._ever_busy.add(key)
-                self._prev[key] = (layout, pids)
+                self._prev[key] = (layout, procs)
         if self.metrics_url and (final or self.checks % self.metrics_every == 0):
             self._check_metrics(state, out, when)
 
@@ -156,3 +160,9 @@ class InvariantChecker:
                     if got != want:
                         out.append(f"{when}: metrics: MIG instance series of {node.name}/{g.index} = {got}, "
                                    f"state {want}")
+
+
+def _instance_of(hw: Any, mig_uuid: str | None) -> tuple[str, str, int] | None:
+    """The MIG instance a process runs on (UUID, profile, start); None when it cannot be told."""
+    d = hw.instance_by_uuid(mig_uuid) if mig_uuid else None
+    return (d.uuid, d.profile, d.start) if d is not None else None

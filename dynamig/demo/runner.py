@@ -10,7 +10,6 @@ import logging
 import os
 import secrets
 import shutil
-import sys
 import tempfile
 import time
 from collections import Counter
@@ -19,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from deviceplugin.agent import AgentConfig, NodeAgent
+from deviceplugin.migparted_sim import InProcessMigParted
 from deviceplugin.sim import SimBackend
 from extender.app import create_app
 from extender.config import ExtenderConfig
@@ -44,6 +44,7 @@ class DemoResult:
     placed: int = 0
     pending: dict[str, str] = field(default_factory=dict)  # pod -> reason
     reconfigurations: int = 0
+    partial_relayouts: int = 0  # of which partial changes of a busy GPU (applier nvml)
     repartitioned_after_free: int = 0
     allocation_failures: int = 0
     retried: int = 0
@@ -74,6 +75,7 @@ class DemoResult:
             "pending": len(self.pending),
             "pending_reasons": self.pending,
             "reconfigurations": self.reconfigurations,
+            "partial_relayouts": self.partial_relayouts,
             "repartitioned_after_free": self.repartitioned_after_free,
             "allocation_failures": self.allocation_failures,
             "retried": self.retried,
@@ -127,7 +129,6 @@ class Demo:
 
     # ------------------------------------------------------------------ cluster
     def _start(self, faults: dict[str, int], extender_port: int, metrics_port: int) -> None:
-        migparted = [sys.executable, "-m", "deviceplugin.migparted_sim"]
         keys = Keyring((secrets.token_hex(32).encode(),))  # signed allocations end to end, as in a cluster
         hook = os.path.join(self.workdir, "hami-hook")
         for n in self.inventory.nodes:
@@ -139,11 +140,14 @@ class Demo:
                 backend.inject_migparted_failure(faults[n.name])
             kubelet = KubeletSim(os.path.join(base, "device-plugins"))
             kubelet.start()
-            agent = NodeAgent(n.name, backend, self.store, kubelet.plugin_dir, mig_parted=migparted,
-                              config=AgentConfig(mode=n.mode, split=n.split, hook_path=hook,
-                                                 config_dir=os.path.join(base, "mig-parted"),
-                                                 device_config=self.inventory.templates, poll_s=0.1,
-                                                 allocation_keys=keys))
+            # The simulated mig-parted runs in-process (same argv, output and exit codes as its
+            # executable, which tests/test_migparted.py runs): an apply then costs no interpreter start.
+            config = AgentConfig(mode=n.mode, split=n.split, hook_path=hook, applier=n.applier,
+                                 config_dir=os.path.join(base, "mig-parted"),
+                                 device_config=self.inventory.templates, poll_s=0.1, allocation_keys=keys)
+            runner = InProcessMigParted(config.migparted_timeout_s, backend.migparted_env(), config.migparted_debug)
+            agent = NodeAgent(n.name, backend, self.store, kubelet.plugin_dir,
+                              config=config, runner=runner)
             agent.start()
             self.backends[n.name], self.kubelets[n.name], self.agents[n.name] = backend, kubelet, agent
         for name, kubelet in self.kubelets.items():
@@ -272,6 +276,7 @@ class Demo:
                 checker.check(result.violations, now)
                 return attempt(new, now) if retries[spec.name] <= 3 else False
             result.reconfigurations += len(alloc.layouts)
+            result.partial_relayouts += sum(c.incremental for c in alloc.layouts)
             running[name] = run
             result.placed += 1
             heapq.heappush(events, (now + durations[name], next(seq), "depart", name))
@@ -279,6 +284,7 @@ class Demo:
             return True
 
         done = 0
+        last_solve = -float("inf")
         while events:
             now, _, kind, item = heapq.heappop(events)
             if pace:
@@ -293,11 +299,13 @@ class Demo:
                 self.finish(running.pop(item))
                 checker.check(result.violations, now)
                 la = self.extender.lookahead
-                if pending and la is not None:
+                if pending and la is not None and now - last_solve >= la.settings.min_interval_s:
                     # In a cluster the queue waits seconds between retries while the lookahead loop
-                    # re-solves in the background; the demo replays time as fast as it can, so it runs
-                    # that re-solve here, once per departure, before the retries.
+                    # re-solves in the background, at most every min_interval_s; the demo replays time
+                    # as fast as it can, so it runs that re-solve here (at most every min_interval_s of
+                    # simulated time), before the retries.
                     la.run_once()
+                    last_solve = now
                 still: list[PodSpec] = []
                 for p in pending:  # a pod finished: retry the pending ones, oldest first
                     if not attempt(p, now):

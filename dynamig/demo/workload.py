@@ -21,6 +21,10 @@ SHAPES: tuple[tuple[int, dict[str, str], dict[str, str]], ...] = (
     (3, {"nvidia.com/gpu": "2", "nvidia.com/gpumem": "15000"}, {"nvidia.com/vgpu-mode": "mig"}),
 )
 
+#: The burst: whole GPUs (a 7g MIG instance each), all at once while the first phase's pods still run,
+#: so some must queue until GPUs empty and are re-cut (the queue the extender's lookahead plans).
+BURST = ({"nvidia.com/gpu": "1"}, {"nvidia.com/vgpu-mode": "mig"})
+
 #: Larger than any MIG instance or GPU in the built-in cluster: must stay pending with a reason.
 TOO_LARGE = {"nvidia.com/gpumem": "200000"}
 
@@ -46,9 +50,11 @@ def manifest(name: str, limits: dict[str, str], annotations: dict[str, str], nam
 
 
 def generate(n: int, seed: int, too_large: bool = True, arrival_rate: float = 12.0,
-             prefix: str = "job") -> list[PodSpec]:
+             prefix: str = "job", burst: int | None = None) -> list[PodSpec]:
     """``n`` pods named ``{prefix}-NNNN`` (one of them too large for any GPU when ``too_large``) in
-    arrival order."""
+    arrival order. ``burst`` pods (default ``n // 6`` from 20 pods on) at the phase change ask for a
+    whole GPU each and arrive together."""
+    burst = (n // 6 if n >= 20 else 0) if burst is None else burst
     rng = random.Random(seed)
     weights = [w for w, _, _ in SHAPES]
     # The mix shifts over the run (many small inference pods first, then larger training pods), so
@@ -58,10 +64,13 @@ def generate(n: int, seed: int, too_large: bool = True, arrival_rate: float = 12
     out: list[PodSpec] = []
     t = 0.0
     for i in range(n):
-        t += rng.expovariate(arrival_rate)
+        in_burst = n // 2 <= i < n // 2 + burst
+        t += rng.expovariate(arrival_rate) * (0.01 if in_burst else 1.0)
         phase = small if i < n // 2 else large
         _, limits, ann = rng.choices(SHAPES, phase if n >= 20 else weights)[0]
         duration = rng.uniform(5.0, 60.0)
+        if in_burst:
+            limits, ann = BURST
         name = f"{prefix}-{i:04d}"
         out.append(PodSpec(name, t, duration, manifest(name, limits, ann)))
     if too_large and n > 0:

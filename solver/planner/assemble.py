@@ -10,6 +10,7 @@ from models.types import Gpu, UnitKind
 
 from .context import Context
 from .nodesolve import NodeResult
+from .objective.reconfigurations import PARTIAL_BASE, is_partial
 from .patterns import KEEP, Pattern
 
 
@@ -26,7 +27,8 @@ class Workspace:
     def free_slots(self, g: Gpu, profile: str) -> list[Slot]:
         ch = self.changes.get(g.uuid)
         if ch is not None:
-            slots: list[Slot] = [s for s in ch.layout if s.profile == profile]
+            held = {i.slot for i in g.instances if not i.free} if ch.incremental else set()
+            slots: list[Slot] = [s for s in ch.layout if s.profile == profile and s not in held]
         else:
             slots = [i.slot for i in g.instances if i.free and i.slot.profile == profile]
         return sorted((s for s in slots if (g.uuid, s) not in self.taken), key=lambda s: s.start)
@@ -34,6 +36,21 @@ class Workspace:
     def repartition(self, node: str, g: Gpu, layout: Layout, template_index: int | None,
                     incremental: bool = False) -> None:
         self.changes[g.uuid] = LayoutChange(node, g.uuid, layout, template_index, incremental)
+
+
+def repartition(ws: Workspace, ctx: Context, node: str, g: Gpu, option: int) -> None:
+    """Record the layout change of ``option`` for ``g``: a whole re-cut to a layout option, or a
+    partial change (incremental) to one of the GPU class's partial layouts."""
+    if is_partial(option):
+        from .context import gpu_class_key
+
+        info = ctx.class_info(gpu_class_key(g, partial=True), g)
+        ws.repartition(node, g, info.partial[option - PARTIAL_BASE][0], None, incremental=True)
+        return
+    mi = ctx.model_info(g.model)
+    assert mi is not None
+    opt = mi.options[option]
+    ws.repartition(node, g, opt.layout, opt.template_index)
 
 
 def mig_unit(ws: Workspace, ctx: Context, pod: PodRequest, c: ContainerRequest, unit: int, node: str, g: Gpu,
@@ -62,10 +79,7 @@ def place_patterns(ws: Workspace, ctx: Context, pod: PodRequest, containers: tup
     picks: list[list[tuple[int, int, Gpu, Slot | None]]] = [[] for _ in containers]
     for g, p in sorted(per_gpu, key=lambda x: x[0].index):
         if p.option != KEEP:
-            mi = ctx.model_info(g.model)
-            assert mi is not None
-            opt = mi.options[p.option]
-            ws.repartition(node, g, opt.layout, opt.template_index)
+            repartition(ws, ctx, node, g, p.option)
         for k, prof, cnt in p.held:
             if not prof:
                 picks[k].append((g.index, -1, g, None))

@@ -31,12 +31,13 @@ from models.plan import LayoutChange, Plan, PodPlacement, StageResult, apply_pla
 from models.requests import PodRequest
 from models.types import ClusterState, Gpu
 
-from .assemble import Workspace, mig_unit, place_result, share_unit
+from .assemble import Workspace, mig_unit, place_result, repartition, share_unit
 from .batch_model import BatchModel, PodType, SharePattern
 from .context import Context
 from .evaluate import components, placed_weights
 from .levels import solve_levels
 from .nodesolve import Query, make_query, quick_costs, solve_node
+from .objective.reconfigurations import PARTIAL_BASE
 from .patterns import KEEP
 from .shapes import gpu_containers, shape_of
 from .single import solve_single
@@ -197,7 +198,11 @@ def _hint(bm: BatchModel, plan: Plan, types: list[PodType]) -> dict[int, int]:
                 if ch is not None:
                     mi = g.info.model_info
                     assert mi is not None
-                    opt = next((i for i, o in enumerate(mi.options) if o.layout == ch.layout), KEEP)
+                    if ch.incremental:
+                        opt = next((PARTIAL_BASE + j for j, (lay, _) in enumerate(g.info.partial)
+                                    if lay == ch.layout), KEEP)
+                    else:
+                        opt = next((i for i, o in enumerate(mi.options) if o.layout == ch.layout), KEEP)
                 h = tuple(sorted((p, c) for p, c in held_by.get(gpu.uuid, {}).items() if c))
                 counts[(opt, h)] += 1
                 for (gu, k, j, p), c in mig_units.items():
@@ -233,8 +238,7 @@ def _extract(bm: BatchModel, all_pods: list[PodRequest], val: dict[int, int]) ->
                     gpu = gpus[gi]
                     gi += 1
                     if opt != KEEP:
-                        o = mi.options[opt]
-                        ws.repartition(g.node, gpu, o.layout, o.template_index)
+                        repartition(ws, ctx, g.node, gpu, opt)
                     for p, c in h:
                         for s in ws.free_slots(gpu, p)[:c]:
                             ws.taken.add((gpu.uuid, s))

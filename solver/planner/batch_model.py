@@ -14,7 +14,8 @@ from models.types import ClusterState, Gpu
 
 from .context import COMPONENTS, ClassInfo, Context
 from .objective import fragmentation, placed, policy, reconfigurations, template_order, waste
-from .patterns import KEEP, gpu_unit_cost, mig_split_left
+from .objective.reconfigurations import is_partial
+from .patterns import KEEP, gpu_unit_cost, mig_split_left, partial_options
 from .shapes import Shape, mig_demand, serving, share_demand
 from .views import build_view, node_view
 
@@ -144,6 +145,7 @@ class BatchModel:
                 lay = dict(o.counts)
                 if lay != info.layout:
                     options.append((i, lay, {}, o.rank))
+        options.extend((opt, lay, held, rank) for opt, lay, held, _, rank in partial_options(info))
         count = len(g.gpus)
         cap: dict[str, list[tuple[Any, int]]] = defaultdict(list)
         ws = []
@@ -164,7 +166,7 @@ class BatchModel:
                 reconfigurations.cpsat_terms(self.terms["reconfigurations"], v, opt, info.idle)
                 template_order.cpsat_terms(self.terms["template_order"], v, opt,
                                            template_order.keep_order(mi.options, layout, info.idle, h)
-                                           if opt == KEEP else mi.options[opt].order(h))
+                                           if opt == KEEP else 0 if is_partial(opt) else mi.options[opt].order(h))
                 fragmentation.cpsat_terms(self.terms["fragmentation"], v,
                                           fragmentation.mig_pattern(self.ctx, info, layout, after))
         if ws:

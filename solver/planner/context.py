@@ -13,7 +13,7 @@ from typing import Any
 from models.catalog import GpuModel, model
 from models.errors import CatalogError
 from models.layouts import Layout, enumerate_layouts
-from models.relayout import may_change_layout
+from models.relayout import layouts_keeping, may_change_layout
 from models.templates import first_match_order
 from models.types import Gpu, NodeMode
 
@@ -79,17 +79,24 @@ class ClassInfo:
     usage: int = 0
     uid: int = 0  # small integer id, for cheap cache keys
     recut: bool = False  # the GPU may be re-partitioned as a whole (models.relayout)
+    partial: tuple[tuple[Layout, dict[str, int]], ...] = ()  # busy GPU, nvml node: layouts keeping the held
 
     @property
     def idle(self) -> bool:
         return self.recut
 
 
-def gpu_class_key(g: Gpu) -> tuple[Any, ...]:
+def gpu_class_key(g: Gpu, partial: bool = False) -> tuple[Any, ...]:
+    """The GPU's class. ``partial``: its node may change a busy GPU in part (applier ``nvml``), so
+    a busy GPU's class also names its exact slots (the partial layouts depend on the placements)."""
     if g.mode is NodeMode.MIG:
         lay = counts_of(i.slot.profile for i in g.instances)
         held = counts_of(i.slot.profile for i in g.instances if i.holder is not None)
-        return ("mig", g.model, lay, held, g.health, g.split, g.nvml_name)
+        slots = None
+        if partial and held:
+            slots = (tuple(sorted(i.slot for i in g.instances)),
+                     tuple(sorted(i.slot for i in g.instances if i.holder is not None)))
+        return ("mig", g.model, lay, held, g.health, g.split, g.nvml_name, slots)
     excl = any(s.cores >= 100 for s in g.shares)
     return ("share", g.model, g.memory_mib, g.split, len(g.shares), g.used_memory_mib, g.used_cores, excl,
             g.health, g.nvml_name)
@@ -216,11 +223,24 @@ class Context:
             free = {p: n - held.get(p, 0) for p, n in layout.items() if n - held.get(p, 0) > 0}
             recut = may_change_layout(g)
             frag = fragmentation.mig_frag(self, mi, layout, held, recut)
-            return ClassInfo(key, "mig", g, mi, layout, held, free, frag, mig_usage(mi.pm, held), recut=recut)
+            partial = self._partial_layouts(mi, key[7]) if len(key) > 7 and key[7] else ()
+            return ClassInfo(key, "mig", g, mi, layout, held, free, frag, mig_usage(mi.pm, held), recut=recut,
+                             partial=partial)
         excl = bool(key[7])
         frag = fragmentation.share_frag(self, g.memory_mib, g.used_memory_mib, len(g.shares), g.split, g.used_cores,
                                         excl)
         return ClassInfo(key, "share", g, mi, frag=frag, usage=share_usage(g.memory_mib, g.used_memory_mib))
+
+    def _partial_layouts(self, mi: ModelInfo, slots: tuple[Layout, Layout]
+                         ) -> tuple[tuple[Layout, dict[str, int]], ...]:
+        """The partial changes of a busy GPU with ``slots`` = (layout, held slots): every maximal
+        valid layout that keeps the held slots (``models.relayout.layouts_keeping``), other than the
+        current one. Maximal: a smaller one only leaves slices no instance can use."""
+        current, held = slots
+        keep = [lay for lay in layouts_keeping(mi.gpu_model.name, held) if lay != current]
+        sets = [frozenset(lay) for lay in keep]
+        out = [lay for lay, s in zip(keep, sets, strict=True) if not any(s < t for t in sets)]
+        return tuple((lay, dict(counts_of(x.profile for x in lay))) for lay in out)
 
     def mig_frag_after(self, mi: ModelInfo, layout: Mapping[str, int], held: Mapping[str, int]) -> int:
         """``F`` of a GPU of model ``mi`` with ``layout`` once ``held`` are held (re-cuttable

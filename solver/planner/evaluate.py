@@ -33,8 +33,7 @@ def components(ctx: Context, state: ClusterState, plan: Plan, requests: Mapping[
     for ch in plan.layout_changes:
         g = state.gpu(ch.node, ch.gpu)
         mi = ctx.model_info(g.model)
-        idle = may_change_layout(g)
-        reconf += reconfigurations.pattern(0, idle)
+        reconf += reconfigurations.change(ch.incremental, may_change_layout(g))
         if mi is not None and not ch.incremental:
             held = [(u.slot.profile, 1) for u in plan.units() if u.gpu == ch.gpu and u.slot is not None]
             template += template_order.pattern(0, next((o.order(held) for o in mi.options if o.layout == ch.layout),

@@ -1,8 +1,9 @@
 """Per GPU class: every way one GPU of the class can host some of a pod's units (a *pattern*), with
 its cost components, keeping the best pattern per unit-count vector.
 
-A MIG pattern is an *option* (keep the current layout and use free instances, or — only when the
-GPU is idle — re-partition it to one of the allowed layouts) plus which free instances (by profile)
+A MIG pattern is an *option* (keep the current layout and use free instances; re-partition an idle
+GPU to one of the allowed layouts; or, on an ``nvml`` node, change a busy GPU in part to a layout
+that keeps every held instance: ``ClassInfo.partial``) plus which free instances (by profile)
 each container's units take. Several units of one pod may share a MIG GPU. A hami-core pattern puts
 at most one unit of each container on the GPU (HAMi: a container's units are on distinct GPUs).
 
@@ -20,6 +21,7 @@ from models.requests import ContainerRequest, share_fit_problem
 from .context import ClassInfo, Context
 from .objective import fragmentation, policy, reconfigurations, template_order, waste
 from .objective.reconfigurations import KEEP as KEEP
+from .objective.reconfigurations import PARTIAL_BASE
 from .shapes import mig_demand, serving, share_demand
 
 
@@ -145,6 +147,7 @@ def _mig_patterns(ctx: Context, info: ClassInfo, containers: tuple[ContainerRequ
             lay = dict(o.counts)
             if lay != info.layout:
                 options.append((i, lay, {}, lay, o.rank))
+    options.extend(partial_options(info))
     mem = {p.name: p.memory_mib for p in m.profiles}
     reqs = [mig_demand(c, m)[0] for c in containers]
     serve = [serving(m, c) for c in containers]
@@ -170,11 +173,21 @@ def _mig_patterns(ctx: Context, info: ClassInfo, containers: tuple[ContainerRequ
             fr = df + sum(x * cr for x, cr in zip(a, credit, strict=True))
             taken = [(p, c) for _, p, c in held]
             order = (template_order.keep_order(mi.options, layout, info.idle, taken) if opt == KEEP
-                     else mi.options[opt].order(taken))
+                     else 0 if opt >= PARTIAL_BASE else mi.options[opt].order(taken))
             comps = (reconfigurations.pattern(opt, info.idle), template_order.pattern(opt, order), fr,
                      units * unit_cost, wasted)
             _best(found, Pattern(a, rdx.index(a), opt, held, comps, ctx.encode(comps)))
     return sorted(found.values(), key=lambda p: p.a_idx)
+
+
+def partial_options(info: ClassInfo) -> list[tuple[int, dict[str, int], dict[str, int], dict[str, int], int]]:
+    """The class's partial changes as options ``(PARTIAL_BASE + j, layout, held, free, rank 0)``:
+    the held instances stay, so they stay held; the rest of the new layout is free."""
+    out = []
+    for j, (_, counts) in enumerate(info.partial):
+        free = {p: n - info.held.get(p, 0) for p, n in counts.items() if n - info.held.get(p, 0) > 0}
+        out.append((PARTIAL_BASE + j, counts, info.held, free, 0))
+    return out
 
 
 def _assign(profiles: list[str], free: dict[str, int], serve: list[frozenset[str]], n: tuple[int, ...]

@@ -8,7 +8,7 @@ from models.types import Gpu
 
 from .context import ClassInfo, Context
 from .objective import fragmentation, reconfigurations, template_order, waste
-from .patterns import KEEP, Pattern, gpu_unit_cost, mig_split_left
+from .patterns import KEEP, Pattern, gpu_unit_cost, mig_split_left, partial_options
 from .shapes import mig_demand, serving, share_demand
 
 
@@ -84,6 +84,19 @@ def _mig(ctx: Context, info: ClassInfo, c: ContainerRequest, gpu_policy: str) ->
                 pat = Pattern((1,), 1, i, ((0, p, 1),), comps, ctx.encode(comps))
                 if best is None or pat.cost < best.cost:
                     best = pat
+    for opt, lay, held, free, _ in partial_options(info):  # a busy GPU on an nvml node, in part
+        cap = max(cap, sum(n for p, n in free.items() if p in ok))
+        for p in sorted(free):
+            if p not in ok:
+                continue
+            after = dict(held)
+            after[p] = after.get(p, 0) + 1
+            comps = (reconfigurations.pattern(opt), template_order.pattern(opt, 0),
+                     fragmentation.mig_pattern(ctx, info, lay, after) + credit, unit,
+                     waste.unit(m.profile(p).memory_mib, req))
+            pat = Pattern((1,), 1, opt, ((0, p, 1),), comps, ctx.encode(comps))
+            if best is None or pat.cost < best.cost:
+                best = pat
     return None if best is None else (best, cap)
 
 

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from models.types import Gpu, Node
+from models.types import Applier, Gpu, Node
 
 from .context import ClassInfo, Context, gpu_class_key
 from .costs import PERMILLE
@@ -93,8 +93,9 @@ def node_view(ctx: Context, node: Node) -> NodeView:
 def build_view(ctx: Context, node: Node, split: Callable[[Gpu], object] | None = None) -> NodeView:
     by_key: dict[tuple[Any, ...], list[Gpu]] = {}
     infos: dict[tuple[Any, ...], ClassInfo] = {}
+    partial = node.applier is Applier.NVML  # busy GPUs may change in part (models.relayout)
     for g in sorted(node.gpus, key=lambda g: g.index):
-        key = gpu_class_key(g)
+        key = gpu_class_key(g, partial)
         if split is not None:
             key = (*key, split(g))
         by_key.setdefault(key, []).append(g)

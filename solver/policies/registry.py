@@ -7,7 +7,8 @@ Two kinds of state a policy can run on:
   ``dynamig`` is :func:`solver.plan` with the configured objective; ``hami-legacy``,
   ``hami-v210`` and ``bestfit`` are the planner-side baselines (``solver.baselines``, through
   ``solver.plan``); ``dra-firstfit`` is NVIDIA's DRA DynamicMIG (:mod:`.dra`). These run on every
-  protocol with an inventory (``fgd`` through an inventory, ``churn``).
+  protocol (``fgd`` and ``churn``) on an inventory, on the MIG variant of the openb node list, and
+  on the node list's own GPUs as hami-core nodes (:func:`solver.whatif.specs.nodes_spec`).
 * ``milli`` — the FGD paper's milli-GPU node model (:mod:`solver.fgd`), for the reproduction of the
   published numbers on the openb node list: ``random``, ``dotprod``, ``clustering``, ``packing``,
   ``fgd-bestfit`` (the paper's BestFit node score; not the planner-side ``bestfit``), ``fgd``, and

@@ -15,6 +15,8 @@ MEAN_FIELDS: tuple[str, ...] = (
     "throughput_per_h", "offered_per_h", "allocated_compute_pct", "demand_utilisation_pct",
     "reconf_per_1000_idle", "reconf_per_1000_busy", "idle_repartitions", "busy_repartitions", "evictions",
     "planner_p50_ms", "planner_p99_ms",
+    "batch_solves", "batch_solve_p50_ms", "batch_solve_p99_ms", "placed_from_batch_plan",
+    "placed_per_pod_around_queue",
 )
 
 
@@ -46,7 +48,7 @@ def aggregate_churn(runs: Sequence[dict[str, Any]], *, policies: Sequence[str], 
                 continue
             row: dict[str, Any] = {"load": load, "seeds": len(rs)}
             for f in MEAN_FIELDS:
-                row[f] = round(statistics.fmean(float(r[f]) for r in rs), 3)
+                row[f] = round(statistics.fmean(float(r.get(f, 0.0)) for r in rs), 3)
             row["p95_wait_s"] = row["wait_p95_s"]
             row["p95_wait_sd_s"] = _sd([float(r["wait_p95_s"]) for r in rs])
             row["evictions"] = int(sum(int(r["evictions"]) for r in rs))

@@ -24,6 +24,16 @@ those are counted as ``busy_repartitions``. Evictions (a held instance lost) are
 be 0. Within one retry pass a pod shape that failed is not planned again until capacity frees
 (the state only shrinks in between, so the answer would be the same).
 
+Lookahead (``lookahead`` > 0, policy ``dynamig`` only) runs the extender's batch planning — the
+same :mod:`solver.lookahead` functions — on the simulated clock: after a departure, a re-cut
+completion or an arrival that queues, the head of the wait queue (``lookahead`` pods, FIFO = the
+queue's creation order) is re-solved as one ``solver.plan`` batch (CP-SAT, single worker, fixed
+seed, ``lookahead_budget_ms`` wall budget), at most once per ``lookahead_interval_s`` of simulated
+time (the extender's ``min_interval_s``). The solve is taken as instantaneous on the simulated
+clock. A queued pod the batch plan places is placed from it after :func:`answer_from` re-validates
+it on the live state; every other pod gets the per-pod plan around the queue's reservations
+(:func:`plan_around_queue`), exactly as the extender's filter answers.
+
 A warm-up is excluded: statistics cover the ``pods`` arrivals after ``t_w`` (default: the
 duration distribution's horizon, the longest duration, after which the offered work in progress
 is stationary), up to ``t_end``, the last arrival. A pod
@@ -43,12 +53,22 @@ import numpy as np
 
 from models.cluster import state_from_inventory
 from models.config import Inventory
-from models.plan import apply_plan, release_pod
+from models.plan import Plan, apply_plan, release_pod
 from models.requests import PodRequest
 from models.types import ClusterState
 from solver.bench import percentile
+from solver.lookahead import (
+    BatchPlan,
+    QueuedPod,
+    answer_from,
+    needs_reservation,
+    plan_around_queue,
+    queue_order,
+    reserved_for_queue,
+    solve_queue,
+)
 from solver.openb import MILLI_PER_GPU
-from solver.planner import OBJECTIVES, PlannerConfig
+from solver.planner import OBJECTIVES, PlannerConfig, plan
 from solver.policies import info, placer
 from solver.traces import Durations
 from solver.whatif.cluster import ordered_inventory
@@ -58,7 +78,7 @@ from solver.whatif.workload import Job
 __all__ = ["ChurnSpec", "arrival_count", "arrival_rate", "run_churn"]
 
 Progress = Callable[[int], None]
-DEPART, READY, ARRIVE, ABANDON = 0, 1, 2, 3
+DEPART, READY, ARRIVE, ABANDON, RESOLVE = 0, 1, 2, 3, 4
 
 
 @dataclass(frozen=True)
@@ -79,6 +99,9 @@ class ChurnSpec:
     time_budget_ms: float = 200.0
     objective: tuple[str, ...] = OBJECTIVES
     samples: int = 120
+    lookahead: int = 0
+    lookahead_budget_ms: float = 1000.0
+    lookahead_interval_s: float = 0.5
     meta: tuple[tuple[str, Any], ...] = ()
 
     def __post_init__(self) -> None:
@@ -92,6 +115,12 @@ class ChurnSpec:
             raise ValueError("reconfig seconds must be >= 0")
         if self.max_wait_s is not None and self.max_wait_s <= 0:
             raise ValueError("max wait must be > 0 seconds")
+        if self.lookahead < 0:
+            raise ValueError("lookahead: the number of pending pods must be >= 0 (0 = off)")
+        if not self.lookahead_budget_ms > 0:
+            raise ValueError("lookahead budget must be > 0 ms")
+        if self.lookahead_interval_s < 0:
+            raise ValueError("lookahead interval must be >= 0 seconds")
 
     @property
     def total_gpus(self) -> int:
@@ -112,6 +141,10 @@ class ChurnSpec:
     def config(self) -> PlannerConfig:
         return PlannerConfig(objective=self.objective, templates=self.inventory.templates,
                              layouts_any=self.inventory.layouts_any, time_budget_ms=self.time_budget_ms)
+
+    def batch_config(self) -> PlannerConfig:
+        """The lookahead's batch solves: the extender's settings (one worker, seed 0), its budget."""
+        return replace(self.config(), time_budget_ms=self.lookahead_budget_ms, workers=1, seed=0)
 
 
 def arrival_rate(spec: ChurnSpec, load: float) -> float:
@@ -176,6 +209,10 @@ def run_churn(spec: ChurnSpec, policy: str, load: float, seed: int, progress: Pr
         raise ValueError(f"load must be > 0, got {load}")
     pinfo = info(policy)
     place = placer(policy, spec.config())
+    if spec.lookahead and policy != "dynamig":
+        raise ValueError(f"lookahead plans with solver.plan: only policy 'dynamig' runs it, not {policy!r}")
+    batch_cfg = spec.batch_config()
+    templates = spec.inventory.templates
     start_wall = time.perf_counter()
     r_nodes, r_shapes, r_durs, r_gaps = _streams(seed)
     inv: Inventory = ordered_inventory(spec.inventory, r_nodes)
@@ -203,6 +240,9 @@ def run_churn(spec: ChurnSpec, policy: str, load: float, seed: int, progress: Pr
     counts = {"idle": 0, "busy": 0, "initial": 0, "evictions": 0}
     heap: list[tuple[float, int, int, Any]] = []
     seq = 0
+    la: dict[str, Any] = {"batch": None, "requests": {}, "last": -1e18, "pending": False, "key": None}
+    batch_ms: list[float] = []
+    sources = {"batch": 0, "per_pod_around_queue": 0, "per_pod": 0}
 
     def push(t: float, kind: int, data: Any) -> None:
         nonlocal seq
@@ -246,11 +286,46 @@ def run_churn(spec: ChurnSpec, policy: str, load: float, seed: int, progress: Pr
             alloc_total += new - alloc[name]
             alloc[name] = new
 
+    def answer(req: PodRequest) -> Plan:
+        """What the extender's filter answers: the batch plan if it places ``req`` and still holds,
+        else the per-pod planner (first around the queue's reservations)."""
+        batch: BatchPlan | None = la["batch"]
+        got = answer_from(batch, req, state, templates)
+        if got is not None:
+            sources["batch"] += 1
+            return got
+        soft = reserved_for_queue(batch, state, la["requests"], templates, req.key) \
+            if batch is not None and needs_reservation(batch, req.key) else None
+        p, source = plan_around_queue(req, state, soft, templates, place)
+        if source:
+            sources[source] += 1
+        return p
+
+    def resolve(now: float) -> None:
+        """Re-solve the queue's batch plan if the state or the queue changed (the extender's loop)."""
+        if not spec.lookahead:
+            return
+        if now < la["last"] + spec.lookahead_interval_s:
+            if not la["pending"]:
+                la["pending"] = True
+                push(la["last"] + spec.lookahead_interval_s, RESOLVE, None)
+            return
+        reqs = queue_order((QueuedPod(request(i), 0, f"{i:09d}") for i in queue), spec.lookahead)
+        key = (id(state), tuple(r.key for r in reqs))
+        if key == la["key"]:
+            return
+        la["key"], la["last"] = key, now
+        t0 = time.perf_counter()
+        la["batch"] = solve_queue(plan, batch_cfg, state, reqs, 0, now)
+        if reqs:
+            batch_ms.append((time.perf_counter() - t0) * 1000.0)
+        la["requests"] = {r.key: r for r in reqs}
+
     def try_place(i: int, now: float) -> bool:
         nonlocal state, holding_demand
         req = request(i)
         t0 = time.perf_counter()
-        p = place(state, req, None)
+        p = answer(req)
         lat.append((time.perf_counter() - t0) * 1000.0)
         if not p.placed:
             return False
@@ -304,6 +379,7 @@ def run_churn(spec: ChurnSpec, policy: str, load: float, seed: int, progress: Pr
                 failed_shapes.add(s)
                 waited[i] = True
                 queue[i] = None
+                resolve(now)
             done += 1
             if progress is not None and done % 100 == 0:
                 progress(100)
@@ -313,11 +389,19 @@ def run_churn(spec: ChurnSpec, policy: str, load: float, seed: int, progress: Pr
             holding_demand -= spec.shapes[int(shape_idx[i])].demand
             touch(pod_nodes.pop(i))
             failed_shapes.clear()
+            resolve(now)
             retry(now)
         elif kind == READY:
             state = _with_health(state, {data}, True)
             failed_shapes.clear()
+            resolve(now)
             retry(now)
+        elif kind == RESOLVE:
+            la["pending"] = False
+            if queue:
+                resolve(now)
+                failed_shapes.clear()
+                retry(now)
         elif kind == ABANDON:
             i = int(data)
             if i in queue:
@@ -369,6 +453,12 @@ def run_churn(spec: ChurnSpec, policy: str, load: float, seed: int, progress: Pr
         "planner_calls": len(lat),
         "planner_p50_ms": _pct(lat, 50),
         "planner_p99_ms": _pct(lat, 99),
+        "lookahead": spec.lookahead,
+        "batch_solves": len(batch_ms),
+        "batch_solve_p50_ms": _pct(batch_ms, 50),
+        "batch_solve_p99_ms": _pct(batch_ms, 99),
+        "placed_from_batch_plan": sources["batch"],
+        "placed_per_pod_around_queue": sources["per_pod_around_queue"],
         "sim_time_s": round(t_end, 1),
         "measured_from_s": round(t_w, 1),
         "elapsed_s": round(time.perf_counter() - start_wall, 3),

@@ -6,10 +6,15 @@ tune the pods to ``tune_ratio ×`` the GPU capacity, permute the node order (nod
 time, no departures, no retries:
 
 * ``arrived += demand`` (failed pods count as arrived);
-* CPU-only pod: the ``LeastAllocated`` node with room for its CPU and memory, or failed;
+* CPU-only pod: the ``LeastAllocated`` node with room for its CPU and memory (kube-scheduler's
+  default; the extender does not place CPU-only pods), or failed;
 * GPU pod: the nodes with room for its CPU and memory are the candidates of
   the policy's placer (``solver.plan`` for ``dynamig``) with ``nodes=candidates``; a placed plan is applied
   (``models.plan.apply_plan``) and the node's CPU and memory taken; otherwise the pod fails;
+* host CPU and memory of every placed pod are in the :class:`models.ClusterState` the policy sees
+  (the planner's stranding term reads them), and the planner's workload estimate is learned online
+  from the arrived pods (:class:`solver.planner.OnlineWorkload`, the built-in prior until enough
+  were seen; the cluster's CPU and GPU give the CPU pressure), as the extender would;
 * log the arrived demand and the allocated amounts (:mod:`.metrics`).
 
 Counted per run: layout changes (``LayoutChange`` entries of applied plans: ``initial`` ones carve
@@ -36,15 +41,16 @@ from models.catalog import model
 from models.cluster import state_from_inventory
 from models.config import Inventory
 from models.plan import apply_plan
-from models.requests import mig_memory_total
-from models.types import NodeMode
+from models.requests import PodRequest, mig_memory_total
+from models.types import ClusterState, HostUsage, NodeMode
 from solver.bench import percentile
 from solver.fgd.workload import SimPod, shuffle_and_tune
 from solver.openb import MILLI_PER_GPU
-from solver.planner import PlannerConfig
+from solver.planner import OnlineWorkload, PlannerConfig
 from solver.policies import placer
 
 from .cluster import Hosts, ordered_inventory
+from .mapping import NAMESPACE
 from .metrics import UNALLOCATED_DEFINITIONS, WhatifBuckets, WhatifLog, node_allocation
 from .workload import Job, jobs_from_openb, shuffle_and_tune_jobs
 
@@ -82,6 +88,9 @@ class RunSpec:
     ref_memory_mib: int | None = None
     time_budget_ms: float = 200.0
     meta: tuple[tuple[str, Any], ...] = ()
+    objective: tuple[str, ...] | None = None  # None: the planner's default order
+    tie: str = "name"
+    tie_quantum: int = 1
 
     @property
     def total_gpus(self) -> int:
@@ -93,8 +102,10 @@ class RunSpec:
 
     def config(self) -> PlannerConfig:
         """Templates, layouts and budget; the policy itself comes from :func:`solver.policies.placer`."""
+        extra: dict[str, Any] = {} if self.objective is None else {"objective": self.objective}
         return PlannerConfig(templates=self.inventory.templates, layouts_any=self.inventory.layouts_any,
-                             time_budget_ms=self.time_budget_ms)
+                             time_budget_ms=self.time_budget_ms, tie=self.tie, tie_quantum=self.tie_quantum, **extra)
+
 
 
 def workload_for(spec: RunSpec, rng: np.random.Generator) -> list[Job]:
@@ -172,7 +183,11 @@ def run_once(spec: RunSpec, seed: int, progress: Progress | None = None, keep_lo
     inv = ordered_inventory(spec.inventory, rng)
     state = state_from_inventory(inv)
     hosts = Hosts(inv.nodes)
-    place = placer(spec.policy, spec.config())
+    config = spec.config()
+    learner = OnlineWorkload(cluster_cpu_milli=sum(n.cpu_milli or 0 for n in inv.nodes),
+                             cluster_gpu_milli=spec.capacity_milli)
+    workload = learner.estimate()
+    place = placer(spec.policy, replace(config, workload=workload))
     alloc = {n.name: (0.0, 0.0) for n in state.nodes}
     used_c = used_m = 0.0
     used_d = arrived = 0
@@ -189,18 +204,25 @@ def run_once(spec: RunSpec, seed: int, progress: Progress | None = None, keep_lo
     for i, job in enumerate(jobs):
         arrived += job.demand
         if job.request is None:
+            learner.observe(PodRequest(NAMESPACE, job.name, cpu_milli=job.cpu, host_memory_mib=job.mem))
             target = hosts.least_allocated(job.cpu, job.mem)
             if target is not None:
                 hosts.take(target, job.cpu, job.mem)
+                state = _with_host(state, target, HostUsage(f"{NAMESPACE}/{job.name}", job.cpu, job.mem))
                 placed[i] = True
         else:
             gpu_pods += 1
+            request = replace(job.request, cpu_milli=job.cpu, host_memory_mib=job.mem)
+            learner.observe(request, job.demand)  # arrived pods, as the extender sees them
+            if learner.estimate() is not workload:
+                workload = learner.estimate()
+                place = placer(spec.policy, replace(config, workload=workload))
             cands = hosts.candidates(job.cpu, job.mem)
             if cands is not None and not cands:
                 failed_gpu += 1
             else:
                 t = time.perf_counter()
-                p = place(state, job.request, cands)
+                p = place(state, request, cands)
                 lat.append((time.perf_counter() - t) * 1000.0)
                 status[p.status] = status.get(p.status, 0) + 1
                 if p.placed:
@@ -208,7 +230,7 @@ def run_once(spec: RunSpec, seed: int, progress: Progress | None = None, keep_lo
                         changes += 1
                         if not state.gpu(ch.node, ch.gpu).instances:
                             initial += 1
-                    state = apply_plan(state, p)
+                    state = apply_plan(state, p, {request.key: request})
                     prim = p.primary
                     assert prim is not None and prim.node is not None
                     hosts.take(prim.node, job.cpu, job.mem)
@@ -243,6 +265,12 @@ def run_once(spec: RunSpec, seed: int, progress: Progress | None = None, keep_lo
         latencies_ms=np.array(lat, dtype=np.float64), buckets=log.buckets(total_gpus),
         elapsed_s=time.perf_counter() - start, plan_status=status, log=log if keep_log else None,
     )
+
+
+def _with_host(state: ClusterState, name: str, usage: HostUsage) -> ClusterState:
+    """``state`` with a CPU-only pod's host request taken on node ``name`` (the planner's host view)."""
+    nodes = tuple(replace(n, host=(*n.host, usage)) if n.name == name else n for n in state.nodes)
+    return state.with_nodes(nodes)
 
 
 # --------------------------------------------------------------------------- many seeds

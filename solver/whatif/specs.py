@@ -6,9 +6,10 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from models.catalog import model
-from models.config import BUILTIN_DEVICE_CONFIG, Inventory
+from models.config import BUILTIN_DEVICE_CONFIG, Inventory, InventoryNode
 from models.requests import mig_memory_total
 from models.templates import DeviceConfig
+from models.types import NodeMode
 from solver.fgd.workload import SimPod
 from solver.openb import OpenbNode, OpenbPod
 
@@ -17,7 +18,17 @@ from .mapping import mig_inventory_nodes
 from .runner import RunSpec
 from .workload import Job
 
-__all__ = ["inventory_spec", "mig_spec", "openb_ref_memory"]
+__all__ = ["HAMI_CORE_MODELS", "HAMI_CORE_SPLIT", "hami_core_inventory_nodes", "inventory_spec", "mig_spec",
+           "nodes_spec", "openb_ref_memory"]
+
+#: The catalog model each openb GPU model becomes on the hami-core view of the node list. G2 and G3
+#: are unnamed in the trace; on hami-core a share is a memory percentage, so a model only names the
+#: GPU (its MiB never enter a percentage request) -- they become ``A10``.
+HAMI_CORE_MODELS: dict[str, str] = {"T4": "T4", "P100": "P100", "V100M16": "V100-16GB", "V100M32": "V100-32GB",
+                                    "A10": "A10", "G2": "A10", "G3": "A10"}
+#: Shares per GPU on the hami-core view: the FGD protocol has no per-GPU share limit (HAMi's default
+#: ``deviceSplitCount`` is 10); 100 is more than any GPU can hold of >= 1 % shares.
+HAMI_CORE_SPLIT = 100
 
 
 def openb_ref_memory(inv: Inventory) -> int | None:
@@ -47,6 +58,32 @@ def mig_spec(nodes: Sequence[OpenbNode], pods: Sequence[OpenbPod | SimPod], mig_
     inv = Inventory(scale_nodes(mig_inventory_nodes(nodes, m.name), scale), templates, layouts_any, "openb")
     return RunSpec(inv, _sim(pods), policy, tune_ratio, mig_memory_total(m), time_budget_ms,
                    (("mig_model", m.name), ("scale", scale), ("variant", "mig")))
+
+
+def hami_core_inventory_nodes(nodes: Sequence[OpenbNode]) -> tuple[InventoryNode, ...]:
+    """Every GPU node of the openb node list as a hami-core node: its GPUs (model per
+    :data:`HAMI_CORE_MODELS`), CPU and host memory, :data:`HAMI_CORE_SPLIT` shares per GPU."""
+    out = []
+    for n in sorted(nodes, key=lambda n: n.name):
+        if n.gpus <= 0:
+            continue
+        name = HAMI_CORE_MODELS.get(n.model)
+        if name is None:
+            raise ValueError(f"node {n.name}: GPU model {n.model!r} has no hami-core equivalent "
+                             f"(known: {', '.join(HAMI_CORE_MODELS)})")
+        out.append(InventoryNode(n.name, NodeMode.HAMI_CORE, ((name, n.gpus),), n.cpu_milli, n.memory_mib,
+                                 HAMI_CORE_SPLIT))
+    return tuple(out)
+
+
+def nodes_spec(nodes: Sequence[OpenbNode], pods: Sequence[OpenbPod | SimPod], policy: str = "dynamig", *,
+               scale: float = 1.0, tune_ratio: float = 1.3, time_budget_ms: float = 200.0) -> RunSpec:
+    """The openb node list as it is (no MIG): hami-core nodes (:func:`hami_core_inventory_nodes`),
+    shares as ``gpumem-percentage = gpucores = milli / 10`` -- the FGD protocol for a cluster-state
+    policy. The same run as :func:`inventory_spec` on an inventory of those nodes."""
+    inv = Inventory(scale_nodes(hami_core_inventory_nodes(nodes), scale), BUILTIN_DEVICE_CONFIG, False, "openb")
+    return RunSpec(inv, _sim(pods), policy, tune_ratio, None, time_budget_ms,
+                   (("scale", scale), ("variant", "hami-core")))
 
 
 def inventory_spec(inv: Inventory, pods: Sequence[OpenbPod | SimPod] | Sequence[Job], policy: str = "dynamig", *,

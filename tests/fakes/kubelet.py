@@ -73,7 +73,7 @@ class NodeHarness:
             containers: Sequence[dict[str, Any]] | None = None, phase: str = "allocating") -> dict[str, Any]:
         """Create a pod as the extender leaves it after bind. ``units``: dicts with ``gpu`` (index),
         ``kind`` (mig|share), ``profile``/``start`` or ``memory``/``cores``, optional ``c`` and ``u``;
-        ``layouts``: dicts with ``gpu`` (index) and ``slots`` [(profile, start)]."""
+        ``layouts``: dicts with ``gpu`` (index), ``slots`` [(profile, start)], optional ``incremental``."""
         import time as _time
 
         from models import nodelock
@@ -99,7 +99,8 @@ class NodeHarness:
             out_units.append(UnitAssignment(key, u.get("container", "main"), u.get("c", 0), u.get("u", i), self.node,
                                             g.uuid, g.index, kind, u.get("memory", 1024), u.get("cores", 0), slot,
                                             bool(layouts)))
-        out_layouts = tuple(LayoutChange(self.node, gpus[c["gpu"]].uuid, make_layout(Slot(p, s) for p, s in c["slots"]))
+        out_layouts = tuple(LayoutChange(self.node, gpus[c["gpu"]].uuid, make_layout(Slot(p, s) for p, s in c["slots"]),
+                                         None, bool(c.get("incremental", False)))
                             for c in layouts)
         alloc = PodAllocation(alloc_pod or key, self.node, tuple(out_units), out_layouts)
         spec_containers = list(containers or [{"name": "main"}])
