@@ -39,7 +39,11 @@ def test_legacy_resets_an_idle_gpu_and_uses_free_slots_of_a_busy_one() -> None:
     p = plan(state, pod("a", 3000), PlannerConfig(policy="hami-legacy"))
     assert p.layout_changes and p.layout_changes[0].template_index == 0  # HAMi resets to the first match
     ours = plan(state, pod("a", 3000))
-    assert not ours.layout_changes  # dynamig reuses the free 3g
+    # dynamig too: an idle GPU's re-cut costs no reconfiguration and keeping its layout pays that
+    # layout's template rank, so a 1g-sized pod does not sit in an idle GPU's free 3g (issue 12)
+    assert ours.layout_changes and ours.layout_changes[0].template_index == 0
+    a = pod("a", 3000)
+    assert validate(state, ours, {a.key: a}) == []
     busy = held(mig_node("n"), 0, 2, 1)
     q = plan(ClusterState((busy,)), pod("b", 3000), PlannerConfig(policy="hami-legacy"))
     assert not q.layout_changes and q.placements[0].units[0].slot == Slot("3g.20gb", 4)
