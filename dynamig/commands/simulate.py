@@ -35,8 +35,10 @@ import json
 import os
 import re
 import sys
+from dataclasses import replace
 from typing import Any
 
+from dynamig.commands.argtypes import positive_int
 from models.errors import ConfigError, DynamigError
 from solver.fgd import RunResult, policy_names, simulate
 from solver.fgd.policy import TIE_BREAKS
@@ -79,16 +81,6 @@ def _seeds_arg(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
 def add_parser(sub: Any) -> argparse.ArgumentParser:
     p: argparse.ArgumentParser = sub.add_parser(
         "simulate",
@@ -119,7 +111,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--processes",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         metavar="N",
         help=f"worker processes (default: number of CPUs, here {os.cpu_count() or 1})",
@@ -150,7 +142,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                    help="cluster-state policies: equal plans go to the node first by name or first in the given "
                         "node order (default name; on the FGD protocol nodes are renamed <rank>-<name> by the "
                         "seeded order, so both are the artifact's first-in-seeded-order rule)")
-    p.add_argument("--tie-quantum", type=_positive_int, default=1, metavar="N",
+    p.add_argument("--tie-quantum", type=positive_int, default=1, metavar="N",
                    help="cluster-state policies: fragmentation values equal after rounding to N per-mille "
                         "of a GPU count as tied (default 1 = exact)")
     p.add_argument("--plot", metavar="FILE.png", help="also plot unallocated GPU vs arrived load (median over seeds)")
@@ -336,13 +328,9 @@ def _whatif_spec(args: argparse.Namespace, policy: str) -> Any:
         spec = mig_spec(nodes, [] if yaml_pods else pods, args.mig_model, policy, scale=args.scale,
                         layouts_any=bool(layouts_any), tune_ratio=args.tune, time_budget_ms=args.time_budget_ms)
         if yaml_pods:
-            from dataclasses import replace
-
             spec = replace(spec, pods=tuple(pods))
         spec = with_meta(spec, nodes=args.nodes)
-    from dataclasses import replace as _replace
-
-    spec = _replace(spec, objective=args.objective, tie=args.tie, tie_quantum=args.tie_quantum)
+    spec = replace(spec, objective=args.objective, tie=args.tie, tie_quantum=args.tie_quantum)
     return with_meta(spec, trace=args.pods, objective=list(spec.config().objective), tie=args.tie,
                      tie_quantum=args.tie_quantum)
 

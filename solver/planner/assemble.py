@@ -8,7 +8,7 @@ from models.plan import LayoutChange, PodPlacement, UnitAssignment
 from models.requests import ContainerRequest, PodRequest
 from models.types import Gpu, UnitKind
 
-from .context import Context
+from .context import Context, gpu_class_key
 from .nodesolve import NodeResult
 from .objective.reconfigurations import PARTIAL_BASE, is_partial
 from .patterns import KEEP, Pattern
@@ -42,8 +42,6 @@ def repartition(ws: Workspace, ctx: Context, node: str, g: Gpu, option: int) -> 
     """Record the layout change of ``option`` for ``g``: a whole re-cut to a layout option, or a
     partial change (incremental) to one of the GPU class's partial layouts."""
     if is_partial(option):
-        from .context import gpu_class_key
-
         info = ctx.class_info(gpu_class_key(g, partial=True), g)
         ws.repartition(node, g, info.partial[option - PARTIAL_BASE][0], None, incremental=True)
         return

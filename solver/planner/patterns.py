@@ -21,7 +21,7 @@ from models.requests import ContainerRequest, share_fit_problem
 from .context import ClassInfo, Context
 from .objective import fragmentation, policy, reconfigurations, template_order, waste
 from .objective.reconfigurations import KEEP as KEEP
-from .objective.reconfigurations import PARTIAL_BASE
+from .objective.reconfigurations import PARTIAL_BASE, is_partial
 from .shapes import mig_demand, serving, share_demand
 
 
@@ -173,7 +173,7 @@ def _mig_patterns(ctx: Context, info: ClassInfo, containers: tuple[ContainerRequ
             fr = df + sum(x * cr for x, cr in zip(a, credit, strict=True))
             taken = [(p, c) for _, p, c in held]
             order = (template_order.keep_order(mi.options, layout, info.idle, taken) if opt == KEEP
-                     else 0 if opt >= PARTIAL_BASE else mi.options[opt].order(taken))
+                     else 0 if is_partial(opt) else mi.options[opt].order(taken))
             comps = (reconfigurations.pattern(opt, info.idle), template_order.pattern(opt, order), fr,
                      units * unit_cost, wasted)
             _best(found, Pattern(a, rdx.index(a), opt, held, comps, ctx.encode(comps)))
