@@ -7,14 +7,18 @@ time, no departures, no retries:
 
 * ``arrived += demand`` (failed pods count as arrived);
 * CPU-only pod: the ``LeastAllocated`` node with room for its CPU and memory (kube-scheduler's
-  default; the extender does not place CPU-only pods), or failed;
+  default; the extender does not place CPU-only pods), or failed -- except under the FGD paper's
+  policies, which place CPU-only pods themselves (as in the paper), through the same placer;
 * GPU pod: the nodes with room for its CPU and memory are the candidates of
   the policy's placer (``solver.plan`` for ``dynamig``) with ``nodes=candidates``; a placed plan is applied
   (``models.plan.apply_plan``) and the node's CPU and memory taken; otherwise the pod fails;
 * host CPU and memory of every placed pod are in the :class:`models.ClusterState` the policy sees
   (the planner's stranding term reads them), and the planner's workload estimate is learned online
   from the arrived pods (:class:`solver.planner.OnlineWorkload`, the built-in prior until enough
-  were seen; the cluster's CPU and GPU give the CPU pressure), as the extender would;
+  were seen; the cluster's CPU and GPU give the CPU pressure), as the extender would; the FGD
+  paper's policies instead get the trace's typical pods (before tuning) and the run's RNG
+  (:class:`solver.policies.PolicyContext`), exactly what :func:`solver.fgd.runner.run_loaded`
+  gives them, so the RNG streams and the node order are the same as there;
 * log the arrived demand and the allocated amounts (:mod:`.metrics`).
 
 Counted per run: layout changes (``LayoutChange`` entries of applied plans: ``initial`` ones carve
@@ -30,7 +34,7 @@ import os
 import queue
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -40,14 +44,15 @@ import numpy.typing as npt
 from models.catalog import model
 from models.cluster import state_from_inventory
 from models.config import Inventory
-from models.plan import apply_plan
+from models.plan import Plan, apply_plan
 from models.requests import PodRequest, mig_memory_total
 from models.types import ClusterState, HostUsage, NodeMode
 from solver.bench import percentile
 from solver.fgd.workload import SimPod, shuffle_and_tune
 from solver.openb import MILLI_PER_GPU
 from solver.planner import OnlineWorkload, PlannerConfig
-from solver.policies import placer
+from solver.policies import PolicyContext, info, placer
+from solver.policies.fgd_model import check_state, typical_of
 
 from .cluster import Hosts, ordered_inventory
 from .mapping import NAMESPACE
@@ -91,6 +96,7 @@ class RunSpec:
     objective: tuple[str, ...] | None = None  # None: the planner's default order
     tie: str = "name"
     tie_quantum: int = 1
+    tie_break: str = "first"  # the FGD paper's policies: equal node scores to the first node or at random
 
     @property
     def total_gpus(self) -> int:
@@ -106,6 +112,20 @@ class RunSpec:
         return PlannerConfig(templates=self.inventory.templates, layouts_any=self.inventory.layouts_any,
                              time_budget_ms=self.time_budget_ms, tie=self.tie, tie_quantum=self.tie_quantum, **extra)
 
+
+
+def untuned_jobs(spec: RunSpec) -> list[Job]:
+    """The trace's pods as jobs, before shuffling and tuning (what FGD's typical pods come from)."""
+    if spec.pods and isinstance(spec.pods[0], SimPod):
+        return jobs_from_openb([p for p in spec.pods if isinstance(p, SimPod)], spec.ref_memory_mib)
+    return [p for p in spec.pods if isinstance(p, Job)]
+
+
+def job_request(job: Job) -> PodRequest:
+    """The pod request the placer sees: the GPU request (none for a CPU-only pod) with host CPU and memory."""
+    if job.request is None:
+        return PodRequest(NAMESPACE, job.name, cpu_milli=job.cpu, host_memory_mib=job.mem)
+    return replace(job.request, cpu_milli=job.cpu, host_memory_mib=job.mem)
 
 
 def workload_for(spec: RunSpec, rng: np.random.Generator) -> list[Job]:
@@ -187,8 +207,15 @@ def run_once(spec: RunSpec, seed: int, progress: Progress | None = None, keep_lo
     learner = OnlineWorkload(cluster_cpu_milli=sum(n.cpu_milli or 0 for n in inv.nodes),
                              cluster_gpu_milli=spec.capacity_milli)
     workload = learner.estimate()
-    place = placer(spec.policy, replace(config, workload=workload))
+    pinfo = info(spec.policy)
+    if pinfo.fgd_model:  # no RNG draw after the node order: the policy's stream is run_loaded's
+        ctx = PolicyContext(typical_of((job_request(j) for j in untuned_jobs(spec)), spec.policy), rng,
+                            spec.tie_break)
+        place = placer(spec.policy, config, ctx)
+    else:
+        place = placer(spec.policy, replace(config, workload=workload))
     alloc = {n.name: (0.0, 0.0) for n in state.nodes}
+    pos = {n.name: i for i, n in enumerate(state.nodes)}
     used_c = used_m = 0.0
     used_d = arrived = 0
     n = len(jobs)
@@ -203,7 +230,17 @@ def run_once(spec: RunSpec, seed: int, progress: Progress | None = None, keep_lo
     pending_progress = 0
     for i, job in enumerate(jobs):
         arrived += job.demand
-        if job.request is None:
+        if job.request is None and pinfo.places_cpu_pods:
+            request = job_request(job)
+            p = place(state, request, None)  # its filter stage reads host CPU and memory from the state
+            status[p.status] = status.get(p.status, 0) + 1
+            if p.placed:
+                state = _apply(state, p, {request.key: request}, pos)
+                prim = p.primary
+                assert prim is not None and prim.node is not None
+                hosts.take(prim.node, job.cpu, job.mem)
+                placed[i] = True
+        elif job.request is None:
             learner.observe(PodRequest(NAMESPACE, job.name, cpu_milli=job.cpu, host_memory_mib=job.mem))
             target = hosts.least_allocated(job.cpu, job.mem)
             if target is not None:
@@ -214,10 +251,10 @@ def run_once(spec: RunSpec, seed: int, progress: Progress | None = None, keep_lo
             gpu_pods += 1
             request = replace(job.request, cpu_milli=job.cpu, host_memory_mib=job.mem)
             learner.observe(request, job.demand)  # arrived pods, as the extender sees them
-            if learner.estimate() is not workload:
+            if learner.estimate() is not workload and not pinfo.fgd_model:
                 workload = learner.estimate()
                 place = placer(spec.policy, replace(config, workload=workload))
-            cands = hosts.candidates(job.cpu, job.mem)
+            cands = None if pinfo.fgd_model else hosts.candidates(job.cpu, job.mem)
             if cands is not None and not cands:
                 failed_gpu += 1
             else:
@@ -230,7 +267,7 @@ def run_once(spec: RunSpec, seed: int, progress: Progress | None = None, keep_lo
                         changes += 1
                         if not state.gpu(ch.node, ch.gpu).instances:
                             initial += 1
-                    state = apply_plan(state, p, {request.key: request})
+                    state = _apply(state, p, {request.key: request}, pos)
                     prim = p.primary
                     assert prim is not None and prim.node is not None
                     hosts.take(prim.node, job.cpu, job.mem)
@@ -265,6 +302,18 @@ def run_once(spec: RunSpec, seed: int, progress: Progress | None = None, keep_lo
         latencies_ms=np.array(lat, dtype=np.float64), buckets=log.buckets(total_gpus),
         elapsed_s=time.perf_counter() - start, plan_status=status, log=log if keep_log else None,
     )
+
+
+def _apply(state: ClusterState, plan: Plan, requests: Mapping[str, PodRequest], pos: Mapping[str, int]) -> ClusterState:
+    """:func:`models.plan.apply_plan`, computed on the one node a plan touches (the usual case;
+    the same pure function, without a pass over every node of a large cluster)."""
+    touched = ({u.node for u in plan.units()} | {c.node for c in plan.layout_changes}
+               | {pl.node for pl in plan.placements if pl.placed and pl.node is not None})
+    if len(touched) != 1:
+        return apply_plan(state, plan, requests)
+    i = pos[touched.pop()]
+    new = apply_plan(ClusterState((state.nodes[i],), state.layouts_any), plan, requests).nodes[0]
+    return state.with_nodes((*state.nodes[:i], new, *state.nodes[i + 1:]))
 
 
 def _with_host(state: ClusterState, name: str, usage: HostUsage) -> ClusterState:
@@ -305,7 +354,12 @@ def simulate(spec: RunSpec, seeds: Sequence[int], processes: int | None = None, 
         raise ValueError("no seeds to run")
     if len(set(seeds)) != len(seeds):
         raise ValueError("duplicate seeds")
-    placer(spec.policy, spec.config())  # fail fast on an unknown (or milli-model) policy
+    if info(spec.policy).fgd_model:  # fail fast on an unknown policy or a cluster it cannot run on
+        check_state(state_from_inventory(spec.inventory), spec.policy)
+        PolicyContext(typical_of((job_request(j) for j in untuned_jobs(spec)), spec.policy),
+                      np.random.default_rng(0), spec.tie_break)
+    else:
+        placer(spec.policy, spec.config())
     procs = processes if processes and processes > 0 else (os.cpu_count() or 1)
     procs = min(procs, len(seeds))
     results: list[WhatifResult] = []
@@ -376,6 +430,7 @@ def aggregate(results: Sequence[WhatifResult], spec: RunSpec) -> dict[str, Any]:
         "protocol": "fgd",
         **dict(spec.meta),
         "policy": spec.policy,
+        **({"tie_break": spec.tie_break} if info(spec.policy).fgd_model else {}),
         "layouts": "any" if inv.layouts_any else "templates",
         "tune_ratio": spec.tune_ratio,
         "cluster": {"nodes": len(inv.nodes), "gpus": spec.total_gpus, "modes": modes, "models": models,

@@ -12,6 +12,7 @@ from models.templates import DeviceConfig
 from models.types import NodeMode
 from solver.fgd.workload import SimPod
 from solver.openb import OpenbNode, OpenbPod
+from solver.policies import info
 
 from .cluster import scale_nodes
 from .mapping import mig_inventory_nodes
@@ -91,7 +92,8 @@ def inventory_spec(inv: Inventory, pods: Sequence[OpenbPod | SimPod] | Sequence[
                    time_budget_ms: float = 200.0) -> RunSpec:
     """An inventory-driven run: openb pods become requests as :func:`openb_ref_memory` says (MiB
     on a one-model cluster, memory percentages on a mixed one); jobs (e.g. from Pod YAML) are
-    taken as they are."""
+    taken as they are. Under the FGD paper's policies openb shares are percentages on every
+    inventory (those policies read a share as milli-GPU)."""
     inv = replace(inv, nodes=scale_nodes(inv.nodes, scale))
     if layouts_any is not None:
         inv = replace(inv, layouts_any=layouts_any)
@@ -100,5 +102,7 @@ def inventory_spec(inv: Inventory, pods: Sequence[OpenbPod | SimPod] | Sequence[
         items = tuple(p for p in pods if isinstance(p, Job))
     else:
         items = _sim([p for p in pods if not isinstance(p, Job)])
-    return RunSpec(inv, items, policy, tune_ratio, openb_ref_memory(inv), time_budget_ms,
+    # the FGD paper's policies read shares as milli-GPU: percentages, the same on every model
+    ref = None if info(policy).fgd_model else openb_ref_memory(inv)
+    return RunSpec(inv, items, policy, tune_ratio, ref, time_budget_ms,
                    (("inventory", inv.source), ("scale", scale), ("variant", "inventory")))
