@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from dynamig.commands import simulate as simulate_cmd
 from solver.openb import OpenbNode, OpenbPod
-from solver.policies import CLUSTER_POLICIES
+from solver.policies import CLUSTER_POLICIES, names
 
 A100 = "A100-SXM4-80GB"
 
@@ -87,8 +87,11 @@ def test_milli_and_cluster_policies_keep_to_their_paths(tmp_path: Path, capsys: 
              "--objective", "placed,nonsense"])
     assert exc.value.code == 2
     assert "bad --objective" in capsys.readouterr().err
+    # the FGD paper's policies read shares as milli-GPU: hami-core GPUs only, said before any work
     assert cli(["--inventory", str(inv), "--pods", str(pods), "--policy", "share-pricing", "--seeds", "1"]) == 2
-    assert "unknown policy" in capsys.readouterr().err
+    assert "runs on hami-core GPUs; node openb-node-0000 GPU 0 is mig" in capsys.readouterr().err
+    assert cli(["--nodes", str(nodes), "--mig-model", A100, "--pods", str(pods), "--policy", "fgd"]) == 2
+    assert "not on the MIG variant" in capsys.readouterr().err
 
 
 def write_hami_core_inventory(tmp_path: Path, nodes_csv: Path) -> Path:
@@ -104,7 +107,7 @@ def write_hami_core_inventory(tmp_path: Path, nodes_csv: Path) -> Path:
     return inv
 
 
-@pytest.mark.parametrize("policy", CLUSTER_POLICIES)
+@pytest.mark.parametrize("policy", names())
 def test_fgd_protocol_hami_core_node_list_equals_inventory(policy: str, tmp_path: Path,
                                                            capsys: pytest.CaptureFixture[str]) -> None:
     # --nodes with a cluster policy and no --mig-model: the node list's own GPUs on hami-core
@@ -146,21 +149,22 @@ def test_host_usage_reaches_the_planner_state() -> None:
     from solver.whatif.specs import nodes_spec
 
     seen: list[object] = []
-    real = whatif_runner.apply_plan
+    real = whatif_runner._apply
 
-    def spy(state, plan, requests=None):  # type: ignore[no-untyped-def]
+    def spy(state, plan, requests, pos):  # type: ignore[no-untyped-def]
         assert requests and validate(state, plan, requests) == []
-        out = real(state, plan, requests)
+        out = real(state, plan, requests, pos)
+        assert out == whatif_runner.apply_plan(state, plan, requests)  # the one-node shortcut is apply_plan
         seen.append(out)
         return out
 
     nodes = [OpenbNode("n0", 16000, 65536, 2, "T4"), OpenbNode("n1", 16000, 65536, 2, "T4")]
     pods = [OpenbPod(f"p{i}", 3000, 8192, 1, 500) for i in range(6)] + [OpenbPod("c0", 1000, 1024, 0, 0)]
-    whatif_runner.apply_plan = spy  # type: ignore[assignment]
+    whatif_runner._apply = spy  # type: ignore[assignment]
     try:
         r = whatif_runner.run_once(nodes_spec(nodes, pods, "dynamig", tune_ratio=0), 3)
     finally:
-        whatif_runner.apply_plan = real  # type: ignore[assignment]
+        whatif_runner._apply = real  # type: ignore[assignment]
     assert r.placed == 7 and r.latencies_ms.size == 6
     final = seen[-1]
     used = sum(n.cpu_used_milli for n in final.nodes)  # type: ignore[attr-defined]

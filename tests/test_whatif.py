@@ -359,7 +359,14 @@ def test_cli_inventory_with_yaml_and_csv(tmp_path: Path, capsys: pytest.CaptureF
 def test_cli_whatif_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     nodes, pods = write_csvs(tmp_path)
     assert cli(["--nodes", str(nodes), "--pods", str(pods), "--mig-model", A100, "--policy", "fgd"]) == 2
-    assert "unknown policy 'fgd'" in capsys.readouterr().err
+    assert "policy fgd (the FGD paper's milli-GPU model) runs on hami-core GPUs" in capsys.readouterr().err
+    assert cli(["--nodes", str(nodes), "--pods", str(pods), "--policy", "nope"]) == 2
+    assert "unknown policy 'nope'" in capsys.readouterr().err
+    mig_inv = tmp_path / "mig.yaml"
+    mig_inv.write_text("nodes:\n  - {name: m, mode: mig, gpus: {model: A100-SXM4-80GB, count: 1}}\n")
+    assert cli(["--inventory", str(mig_inv), "--pods", str(pods), "--policy", "packing"]) == 2
+    err = capsys.readouterr().err
+    assert str(mig_inv) in err and "node m GPU 0 is mig" in err
     assert cli(["--inventory", str(tmp_path / "none.yaml"), "--pods", str(pods)]) == 1
     assert "no such file" in capsys.readouterr().err
     bad = tmp_path / "bad.yaml"

@@ -6,26 +6,30 @@ a re-cut delay; it needs ``--inventory`` (or ``--nodes`` with ``--mig-model``). 
 (the default) is the FGD paper's evaluation on the Alibaba "openb"
 trace (``shared/data/openb/README.md`` §7): each seed is one run (shuffle, tune to 1.3× the GPU
 capacity, place pods one at a time, no departures), seeds run in parallel processes. Output:
-unallocated GPU % and fragmentation per arrived-load bucket, per seed, and the mean over seeds at
-100 % arrived load. Three ways to run it:
+unallocated GPU % per arrived-load bucket, per seed, and the mean over seeds at 100 % arrived
+load. One simulator (``solver.whatif``: one loop, ``models.ClusterState`` with host CPU and
+memory, one policy registry) runs every policy; three ways to describe the cluster:
 
-* ``--nodes NODES.csv --pods PODS.csv``: the FGD reproduction on the openb node list with the FGD
-  paper's policies (random, dotprod, clustering, packing, fgd-bestfit, fgd) and the research
-  policy share-pricing; with a cluster-state policy (dynamig = solver.plan, hami-legacy,
-  hami-v210, dra-firstfit, bestfit) the same GPUs as hami-core nodes (a share = gpumem-percentage
-  = gpucores = milli / 10; host CPU and memory in the planner's state; ``--objective``, ``--tie``,
-  ``--tie-quantum`` configure the planner as in PlannerConfig), every GPU pod through the policy;
+* ``--nodes NODES.csv --pods PODS.csv``: the openb node list's GPUs as hami-core nodes (a share =
+  gpumem-percentage = gpucores = milli / 10; host CPU and memory in the state). The FGD paper's
+  policies (random, dotprod, clustering, packing, fgd-bestfit, fgd; the default here) and the
+  research policy share-pricing reproduce the paper there (they place CPU-only pods too;
+  ``--tie-break``); the planner-side policies (dynamig = solver.plan, hami-legacy, hami-v210,
+  dra-firstfit, bestfit; ``--objective``, ``--tie``, ``--tie-quantum`` configure the planner as in
+  PlannerConfig) place every GPU pod on the same state;
 * ``--nodes NODES.csv --mig-model A100-SXM4-80GB --pods PODS.csv``: the MIG variant: every node's
   GPUs replaced by that model in mig mode, shares mapped to the smallest serving MIG instance,
   every GPU pod placed by a cluster-state policy (dynamig = solver.plan, hami-legacy, hami-v210,
   dra-firstfit, bestfit);
   ``--scale`` keeps a fraction of the nodes (pods are tuned to the same 1.3× ratio);
 * ``--inventory CLUSTER.yaml --pods PODS.{csv,yaml}``: any inventory (mig and hami-core nodes), pods
-  from an openb CSV or Pod manifests, planned as in the MIG variant.
+  from an openb CSV or Pod manifests, planned as in the MIG variant (the FGD paper's policies:
+  hami-core inventories only).
 
-Cluster-state runs (MIG, hami-core node list, inventory) report unallocated GPU compute (the
-headline), memory and the FGD demand-based measure, reconfigurations (layout changes) and planner
-latency; fragmentation is null there (FGD's measure does not transfer to MIG instances).
+Every run reports unallocated GPU compute (the headline), memory and the FGD demand-based measure
+(the paper's metric; on the hami-core node list all three agree), reconfigurations (layout
+changes) and planner latency; fragmentation is null (FGD's measure does not transfer to MIG
+instances). ``python -m solver.fgd.reproduce`` keeps the FGD package's own loop as a cross-check.
 """
 
 from __future__ import annotations
@@ -40,11 +44,10 @@ from typing import Any
 
 from dynamig.commands.argtypes import positive_int
 from models.errors import ConfigError, DynamigError
-from solver.fgd import RunResult, policy_names, simulate
 from solver.fgd.policy import TIE_BREAKS
 from solver.openb import OpenbFormatError
 from solver.planner.config import OBJECTIVES, TIES
-from solver.policies import CLUSTER_POLICIES, MILLI_POLICIES
+from solver.policies import CLUSTER_POLICIES, FGD_POLICIES, info, names
 from solver.whatif.mapping import MIG_MODELS
 
 from .simulate_churn import add_churn_arguments, run_churn_command
@@ -52,6 +55,7 @@ from .simulate_churn import add_churn_arguments, run_churn_command
 PROTOCOLS = ("fgd", "churn")
 DEFAULT_SEEDS = "42-51"
 PLANNER_POLICY = "dynamig"
+NODE_LIST_POLICY = "fgd"
 REPORT_BUCKETS = (50, 70, 80, 90, 95, 100, 105, 110, 120, 130)
 _SEED_ITEM = re.compile(r"(\d+)(?:-(\d+))?")
 
@@ -97,10 +101,10 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--policy",
         metavar="P",
-        help=f"placement policy (one registry, solver.policies). --nodes alone (FGD reproduction): "
-        f"{', '.join(MILLI_POLICIES)} (default fgd); any of --nodes, --mig-model or --inventory: "
-        f"{', '.join(CLUSTER_POLICIES)} (default {PLANNER_POLICY}); --protocol churn: a comma list of "
-        f"those or all (default all)",
+        help=f"placement policy (one registry, solver.policies). The FGD paper's (hami-core GPUs: --nodes "
+        f"alone or a hami-core inventory): {', '.join(FGD_POLICIES)} (default {NODE_LIST_POLICY} with --nodes "
+        f"alone); the planner-side (every cluster): {', '.join(CLUSTER_POLICIES)} (default {PLANNER_POLICY}); "
+        f"--protocol churn: a comma list of the planner-side ones or all (default all)",
     )
     p.add_argument(
         "--seeds",
@@ -125,7 +129,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "--tie-break",
         choices=TIE_BREAKS,
         default="first",
-        help="equal node scores: first node in the seeded node order (the FGD artifact, default) or random",
+        help="the FGD paper's policies: equal node scores go to the first node in the seeded node order (the FGD "
+             "artifact, default) or to a random one",
     )
     p.add_argument("--mig-model", choices=MIG_MODELS, metavar="MODEL",
                    help=f"MIG variant of the node list: every GPU becomes MODEL in mig mode ({', '.join(MIG_MODELS)})")
@@ -175,51 +180,6 @@ def _fail(message: str, code: int = 1) -> int:
     return code
 
 
-def _policy(args: argparse.Namespace) -> str | None:
-    """The FGD-reproduction policy (``--nodes`` alone): a ``milli`` policy of the one registry."""
-    if args.policy is None:
-        return "fgd"
-    if args.policy not in MILLI_POLICIES or args.policy not in policy_names():
-        return None
-    return str(args.policy)
-
-
-def _print_human(doc: dict[str, Any]) -> None:
-    print(
-        f"protocol {doc['protocol']}  policy {doc['policy']}  pods {doc['trace']}  nodes {doc['nodes']}  "
-        f"tune {doc['tune_ratio']}  tie-break {doc['tie_break']}"
-    )
-    print(f"{'seed':>6} {'pods':>7} {'placed':>7} {'failed':>7} {'unalloc@100%':>13} {'frag@100%':>10} {'time':>7}")
-    for seed in doc["seeds"]:
-        r = doc["per_seed"][str(seed)]
-        un = r["unallocated_gpu_pct"].get("100")
-        fr = r["fragmentation_pct"].get("100")
-        print(
-            f"{seed:>6} {r['pods']:>7} {r['placed']:>7} {r['failed']:>7} "
-            f"{'-' if un is None else f'{un:.2f}':>13} {'-' if fr is None else f'{fr:.2f}':>10} {r['elapsed_s']:>6.1f}s"
-        )
-    mean, sd = doc["mean_unallocated_gpu_pct_at_100"], doc["sd_unallocated_gpu_pct_at_100"]
-    if mean is not None:
-        sd_text = "" if sd is None else f" ± {sd:.2f} (sd)"
-        print(f"unallocated GPU at 100% arrived load: {mean:.2f}%{sd_text} over {len(doc['seeds'])} seed(s)")
-    med = doc["median_over_seeds"]
-    rows = [x for x in REPORT_BUCKETS if str(x) in med["unallocated_gpu_pct"]]
-    if rows:
-        print("median over seeds   arrived%: " + " ".join(f"{x:>6}" for x in rows))
-        for key, label in (
-            ("unallocated_gpu_pct", "unallocated GPU %"),
-            ("fragmentation_pct", "frag/total %"),
-            ("frag_rate_pct", "frag rate %"),
-        ):
-            vals = " ".join(f"{med[key].get(str(x), float('nan')):>6.2f}" for x in rows)
-            print(f"{label:>28}: {vals}")
-
-
-def _whatif_mode(args: argparse.Namespace) -> bool:
-    """A cluster-state run: an inventory, the MIG variant, or a cluster policy on the node list."""
-    return bool(args.inventory or args.mig_model or args.policy in CLUSTER_POLICIES)
-
-
 def _churn_policies(text: str | None) -> list[str] | str:
     """``--policy`` of the churn protocol: a comma list or ``all`` (default: every cluster policy)."""
     from solver.policies import CLUSTER_POLICIES
@@ -240,56 +200,7 @@ def run(args: argparse.Namespace) -> int:
         if isinstance(policies, str):
             return _fail(policies, 2)
         return run_churn_command(args, policies)
-    if _whatif_mode(args):
-        return run_whatif(args)
-    for path in (args.nodes, args.pods):
-        if not os.path.isfile(path):
-            return _fail(f"{path}: no such file")
-    policy = _policy(args)
-    if policy is None:
-        return _fail(f"unknown policy {args.policy!r} (known: {', '.join(MILLI_POLICIES)})", 2)
-    if args.tune <= 0:
-        return _fail(f"--tune must be > 0, got {args.tune}", 2)
-
-    from dynamig.demo.progress import Progress
-
-    bar = Progress(len(args.seeds), f"dynamig simulate {policy}", "run")  # a line every few seconds when piped
-
-    def progress(res: RunResult) -> None:
-        bar.update(1)
-        un = res.unallocated_gpu_pct_at_100
-        bar.set_postfix_str(f"seed {res.seed}: {'-' if un is None else f'{un:.2f}'}% unallocated")
-
-    try:
-        doc = simulate(
-            args.pods,
-            args.nodes,
-            policy,
-            args.seeds,
-            args.processes,
-            tune_ratio=args.tune,
-            tie_break=args.tie_break,
-            progress=progress,
-        )
-    except OpenbFormatError as exc:
-        return _fail(str(exc))
-    except ValueError as exc:  # e.g. a trace without GPU demand
-        return _fail(f"{args.pods}: {exc}")
-    finally:
-        bar.close()
-    print(f"dynamig simulate: --tune {args.tune:g}: each seed shuffled the pods of {args.pods} and resampled "
-          f"them until their GPU demand was {args.tune:g}× the cluster's GPU capacity (FGD protocol)",
-          file=sys.stderr)
-    if args.plot:
-        from solver.whatif.plots import plot_unallocated
-
-        plot_unallocated({doc["policy"]: doc}, title=f"{doc['policy']} on {os.path.basename(args.pods)}",
-                         path=args.plot)
-    if args.json:
-        print(json.dumps(doc))
-    else:
-        _print_human(doc)
-    return 0
+    return run_whatif(args)
 
 
 # --------------------------------------------------------------------------- MIG variant and inventory
@@ -330,7 +241,8 @@ def _whatif_spec(args: argparse.Namespace, policy: str) -> Any:
         if yaml_pods:
             spec = replace(spec, pods=tuple(pods))
         spec = with_meta(spec, nodes=args.nodes)
-    spec = replace(spec, objective=args.objective, tie=args.tie, tie_quantum=args.tie_quantum)
+    spec = replace(spec, objective=args.objective, tie=args.tie, tie_quantum=args.tie_quantum,
+                   tie_break=args.tie_break)
     return with_meta(spec, trace=args.pods, objective=list(spec.config().objective), tie=args.tie,
                      tie_quantum=args.tie_quantum)
 
@@ -360,9 +272,12 @@ def run_whatif(args: argparse.Namespace) -> int:
 
     if args.mig_model and args.inventory:
         return _fail("--mig-model rewrites the --nodes list; an --inventory states its own GPUs", 2)
-    policy = args.policy or PLANNER_POLICY
-    if policy not in CLUSTER_POLICIES:
-        return _fail(f"unknown policy {policy!r} for MIG/inventory runs (known: {', '.join(CLUSTER_POLICIES)})", 2)
+    policy = args.policy or (NODE_LIST_POLICY if args.nodes and not args.mig_model else PLANNER_POLICY)
+    if policy not in names():
+        return _fail(f"unknown policy {policy!r} (known: {', '.join(names())})", 2)
+    if info(policy).fgd_model and args.mig_model:
+        return _fail(f"policy {policy} (the FGD paper's milli-GPU model) runs on hami-core GPUs, not on the MIG "
+                     f"variant: drop --mig-model (or use one of {', '.join(CLUSTER_POLICIES)})", 2)
     if args.tune < 0:
         return _fail(f"--tune must be >= 0 (0: no tuning), got {args.tune}", 2)
     for path in (args.nodes or args.inventory, args.pods):
@@ -370,6 +285,14 @@ def run_whatif(args: argparse.Namespace) -> int:
             return _fail(f"{path}: no such file")
     try:
         spec = _whatif_spec(args, policy)
+        if info(policy).fgd_model:
+            from models.cluster import state_from_inventory
+            from solver.policies.fgd_model import check_state
+
+            try:
+                check_state(state_from_inventory(spec.inventory), policy)
+            except ValueError as exc:
+                return _fail(f"{args.inventory or args.nodes}: {exc}", 2)
         import numpy as np
 
         total = sum(len(workload_for(spec, np.random.default_rng(s))) for s in args.seeds)
@@ -408,6 +331,7 @@ def _print_whatif(doc: dict[str, Any]) -> None:
     c = doc["cluster"]
     src = doc.get("nodes") or doc.get("inventory") or ""
     extra = f"  mig-model {doc['mig_model']}" if doc.get("mig_model") else ""
+    extra += f"  tie-break {doc['tie_break']}" if doc.get("tie_break") else ""
     print(f"protocol {doc['protocol']}  policy {doc['policy']}  pods {doc.get('trace', '')}  nodes {src}{extra}  "
           f"scale {doc.get('scale', 1.0)} ({c['nodes']} nodes, {c['gpus']} GPUs)  layouts {doc['layouts']}  "
           f"tune {doc['tune_ratio']}")
