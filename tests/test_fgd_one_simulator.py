@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -189,3 +190,54 @@ def test_real_trace_slice_same_result(policy: str) -> None:
     pods = load_pods(OPENB / "openb_pod_list_default.csv")[:700]
     placed, at100 = same_run(nodes, pods, policy, 42)
     assert placed > 0 and at100 is not None
+
+
+def test_reproduce_writes_the_one_simulator_section_from_simulate_json(tmp_path: Path) -> None:
+    # dynamig simulate --json per policy -> python -m solver.fgd.reproduce --from-simulate: the
+    # section and JSON entry, with the per-seed comparison against the own loop's entry
+    import argparse
+    import contextlib
+    import io
+    import json
+
+    from dynamig.commands import simulate as simulate_cmd
+    from solver.fgd import reproduce
+    from solver.fgd.runner import simulate as own_simulate
+
+    nodes = small_cluster()
+    pods = [OpenbPod(f"openb-pod-{i:04d}", 2000, 4096, 1, 250 + 10 * (i % 20)) for i in range(40)]
+    ncsv, pcsv = tmp_path / "nodes.csv", tmp_path / "pods.csv"
+    ncsv.write_text("sn,cpu_milli,memory_mib,gpu,model\n" + "".join(
+        f"{n.name},{n.cpu_milli},{n.memory_mib},{n.gpus},{n.model}\n" for n in nodes))
+    pcsv.write_text("name,cpu_milli,memory_mib,num_gpu,gpu_milli\n" + "".join(
+        f"{p.name},{p.cpu_milli},{p.memory_mib},{p.num_gpu},{p.gpu_milli}\n" for p in pods))
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    own: dict[str, object] = {"seeds": [1, 2], "policies": {}}
+    for policy in ("fgd", "random"):
+        parser = argparse.ArgumentParser(prog="dynamig")
+        simulate_cmd.add_parser(parser.add_subparsers(dest="command"))
+        buf = io.StringIO()
+        with contextlib.redirect_stdout(buf):
+            assert simulate_cmd.run(parser.parse_args(["simulate", "--nodes", str(ncsv), "--pods", str(pcsv),
+                                                        "--policy", policy, "--seeds", "1-2", "--processes", "1",
+                                                        "--json"])) == 0
+        (runs / f"{policy}.json").write_text(buf.getvalue())
+        mine = own_simulate(pcsv, ncsv, policy, [1, 2], processes=1)
+        own["policies"][policy] = {  # type: ignore[index]
+            "unallocated_gpu_pct_at_100": [mine["per_seed"][s]["unallocated_gpu_pct"].get("100") for s in ("1", "2")],
+            "failed_pods": [mine["per_seed"][s]["failed"] for s in ("1", "2")]}
+    out = tmp_path / "docs"
+    out.mkdir()
+    (out / "fgd_reproduction.json").write_text(json.dumps({"traces": {"default": own}}))
+    (out / "fgd_reproduction.md").write_text("# FGD\n\n## Default trace\n\ntable\n")
+    assert reproduce.main(["--from-simulate", str(runs), "--out", str(out)]) == 0
+    entry = json.loads((out / "fgd_reproduction.json").read_text())["one_simulator"]
+    assert set(entry) == {"fgd", "random"} and all(e["same_as_own_loop"] is True for e in entry.values())
+    assert all(v is not None for e in entry.values() for v in e["unallocated_gpu_pct_at_100"])
+    md = (out / "fgd_reproduction.md").read_text()
+    assert md.startswith("# FGD\n\n## Default trace\n\ntable\n\n## Through the one simulator")
+    assert "| FGD |" in md and "--policy random --seeds 1-2 --json > DIR/random.json" in md and "seeds 1–2;" in md
+    # a second write replaces the section instead of appending another
+    assert reproduce.main(["--from-simulate", str(runs), "--out", str(out)]) == 0
+    assert (out / "fgd_reproduction.md").read_text().count("## Through the one simulator") == 1

@@ -6,6 +6,11 @@ runs the six policies × seeds 42–51 on ``openb_pod_list_default.csv`` and, on
 pod list, the ``--variant-policies`` × ``--variant-seeds``; it writes ``fgd_reproduction.json``
 (small: per trace and policy, unallocated GPU % at 100 % arrived load per seed, mean, sd, and for
 the default trace the medians over seeds per arrived-load bucket) and ``fgd_reproduction.md``.
+
+This is the FGD package's own loop, kept as the cross-check of the one simulator
+(``dynamig simulate --protocol fgd --nodes … --policy P`` runs the same policies on
+``models.ClusterState``, decision for decision); the files' "through the one simulator" section
+and JSON entry come from those runs and are kept when this rewrites the files.
 """
 
 from __future__ import annotations
@@ -324,7 +329,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--variants", default=None, help="comma list of trace names (default: every other pod list)")
     ap.add_argument("--processes", type=int, default=None)
     ap.add_argument("--no-random-ties", action="store_true", help="skip the random tie-break comparison")
+    ap.add_argument("--from-simulate", type=Path, default=None, metavar="DIR",
+                    help="only rewrite the 'through the one simulator' results from DIR/<policy>.json "
+                         "(dynamig simulate --protocol fgd --nodes … --json), running nothing")
     args = ap.parse_args(argv)
+    if args.from_simulate is not None:
+        write_from_simulate(args.from_simulate, args.out)
+        return 0
     vp = POLICIES if args.variant_policies == "all" else tuple(args.variant_policies.split(","))
     doc = reproduce(
         args.data,
@@ -337,9 +348,130 @@ def main(argv: Sequence[str] | None = None) -> int:
         log=lambda s: print(s, file=sys.stderr, flush=True),
     )
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "fgd_reproduction.json").write_text(dumps_compact(doc) + "\n", encoding="utf-8")
-    (args.out / "fgd_reproduction.md").write_text(to_markdown(doc), encoding="utf-8")
+    jpath, mpath = args.out / "fgd_reproduction.json", args.out / "fgd_reproduction.md"
+    kept = kept_one_simulator(jpath, mpath)  # written by the one simulator's runs, not by this loop
+    if kept[0] is not None:
+        doc[ONE_SIMULATOR_KEY] = kept[0]
+    jpath.write_text(dumps_compact(doc) + "\n", encoding="utf-8")
+    mpath.write_text(to_markdown(doc) + kept[1], encoding="utf-8")
     return 0
+
+
+ONE_SIMULATOR_KEY = "one_simulator"
+ONE_SIMULATOR_HEADING = "## Through the one simulator"
+SIMULATE_COMMAND = ("dynamig simulate --protocol fgd --nodes {data}/openb_node_list_gpu_node.csv "
+                    "--pods {data}/openb_pod_list_default.csv --policy {policy} --seeds {seeds} --json")
+
+
+def one_simulator_entry(runs: dict[str, dict[str, Any]], own: dict[str, Any] | None) -> dict[str, Any]:
+    """Per policy, from ``dynamig simulate --protocol fgd --nodes … --json`` documents (the one
+    simulator): the FGD metric (unallocated demand, % of capacity) at 100 % arrived load per seed,
+    mean, sd, failed pods, mean run time; ``same_as_own_loop``: whether every seed's value and
+    failed-pod count equal this package's loop (``own``: the default trace's entry), when known."""
+    out: dict[str, Any] = {}
+    for p in POLICIES:
+        doc = runs.get(p)
+        if doc is None:
+            continue
+        seeds = doc["seeds"]
+        per = doc["per_seed"]
+        vals = [per[str(x)]["unallocated_demand_pct"].get("100") for x in seeds]
+        failed = [per[str(x)]["failed"] for x in seeds]
+        e: dict[str, Any] = {
+            "seeds": seeds,
+            "mean_unallocated_gpu_pct_at_100": doc["mean_unallocated_demand_pct_at_100"],
+            "sd_unallocated_gpu_pct_at_100": doc["sd_unallocated_demand_pct_at_100"],
+            "unallocated_gpu_pct_at_100": vals,
+            "failed_pods": failed,
+            "mean_run_s": round(statistics.fmean(per[str(x)]["elapsed_s"] for x in seeds), 2),
+        }
+        mine = (own or {}).get("policies", {}).get(p)
+        if mine is not None and list((own or {}).get("seeds", [])) == list(seeds):
+            e["same_as_own_loop"] = (mine["unallocated_gpu_pct_at_100"] == vals
+                                     and mine.get("failed_pods", failed) == failed)
+        out[p] = e
+    return out
+
+
+def one_simulator_markdown(entry: dict[str, Any]) -> str:
+    """The "through the one simulator" section of ``fgd_reproduction.md``."""
+    first = next(iter(entry.values()))
+    seeds = first["seeds"]
+    span = f"{seeds[0]}–{seeds[-1]}" if seeds == list(range(seeds[0], seeds[-1] + 1)) else ",".join(map(str, seeds))
+    lines = [
+        ONE_SIMULATOR_HEADING,
+        "",
+        "The same six policies as cluster-state policies of the one registry, run by the one",
+        "simulator's loop (`solver.whatif.runner`: `models.ClusterState`, the node list's GPUs as",
+        "hami-core nodes with host CPU and memory, one pod type, every plan checked by",
+        "`models.validate`); the score math is `solver/fgd`'s, on a milli-GPU view kept in step with",
+        "the state (`solver.policies.fgd_model`). Default trace, seeds " + span + "; metric: the FGD",
+        "definition (`unallocated_demand_pct`; on hami-core equal to `unallocated_gpu_pct`).",
+        "",
+        "| Policy | one simulator: mean ± sd | published: mean (sd) | Δ (pp) | = own loop, per seed | one run (s) |",
+        "|---|---:|---:|---:|:---:|---:|",
+    ]
+    for p in POLICIES:
+        e = entry.get(p)
+        if e is None:
+            continue
+        pm, psd = PUBLISHED[p]
+        mean, sd = e["mean_unallocated_gpu_pct_at_100"], e["sd_unallocated_gpu_pct_at_100"]
+        delta = "–" if mean is None else f"{mean - pm:+.2f}"
+        flag = e.get("same_as_own_loop")
+        same = "yes" if flag is True else "no" if flag is False else "–"
+        lines.append(f"| {LABELS[p]} | {_fmt(mean)} ± {_fmt(sd)} | {pm:.2f} ({psd:.2f}) | {delta} | {same} | "
+                     f"{e['mean_run_s']:.1f} |")
+    lines += [
+        "",
+        "\"= own loop, per seed\": every seed's unallocated % and failed-pod count equal the table",
+        "above (`solver/fgd`'s own loop); `tests/test_fgd_one_simulator.py` checks the stronger property,",
+        "the same placement (pod, node, GPUs) decision for decision, on small clusters (fixed and",
+        "hypothesis-generated) and a slice of the real trace. Commands (one per policy; then",
+        "`python -m solver.fgd.reproduce --from-simulate DIR --out docs` writes this section and the",
+        "`one_simulator` entry of `fgd_reproduction.json` from their JSON, without re-running):",
+        "",
+        "```",
+    ]
+    arg = span.replace("–", "-")  # a command takes an ASCII range
+    lines += [SIMULATE_COMMAND.format(data="shared/data/openb", policy=p, seeds=arg) + f" > DIR/{p}.json"
+              for p in POLICIES if p in entry]
+    lines += ["```", ""]
+    return "\n".join(lines)
+
+
+def write_from_simulate(run_dir: Path, out: Path) -> None:
+    """Rewrite only the one-simulator results of ``out``'s files from ``run_dir/<policy>.json``."""
+    runs = {p: json.loads((run_dir / f"{p}.json").read_text(encoding="utf-8"))
+            for p in POLICIES if (run_dir / f"{p}.json").is_file()}
+    if not runs:
+        raise SystemExit(f"{run_dir}: no <policy>.json from dynamig simulate --json")
+    jpath, mpath = out / "fgd_reproduction.json", out / "fgd_reproduction.md"
+    doc = json.loads(jpath.read_text(encoding="utf-8"))
+    doc[ONE_SIMULATOR_KEY] = one_simulator_entry(runs, doc.get("traces", {}).get(DEFAULT_TRACE))
+    text = mpath.read_text(encoding="utf-8")
+    start = text.find(ONE_SIMULATOR_HEADING)
+    if start >= 0:
+        end = text.find("\n## ", start + len(ONE_SIMULATOR_HEADING))
+        text = text[:start].rstrip("\n") + "\n" + ("" if end < 0 else text[end:])
+    jpath.write_text(dumps_compact(doc) + "\n", encoding="utf-8")
+    mpath.write_text(text.rstrip("\n") + "\n\n" + one_simulator_markdown(doc[ONE_SIMULATOR_KEY]), encoding="utf-8")
+
+
+def kept_one_simulator(json_path: Path, md_path: Path) -> tuple[Any, str]:
+    """The "through the one simulator" results already in the files (JSON entry, Markdown section
+    up to the next ``## `` heading), so that re-running this cross-check keeps them."""
+    entry = None
+    if json_path.is_file():
+        entry = json.loads(json_path.read_text(encoding="utf-8")).get(ONE_SIMULATOR_KEY)
+    section = ""
+    if md_path.is_file():
+        text = md_path.read_text(encoding="utf-8")
+        start = text.find(ONE_SIMULATOR_HEADING)
+        if start >= 0:
+            end = text.find("\n## ", start + len(ONE_SIMULATOR_HEADING))
+            section = "\n" + text[start:] if end < 0 else "\n" + text[start:end + 1]
+    return entry, section
 
 
 if __name__ == "__main__":
