@@ -10,6 +10,11 @@ results. Public API:
   ``random``, ``dotprod``, ``clustering``, ``packing``, ``fgd-bestfit`` (the paper's BestFit) and ``fgd``;
   the research policy ``share-pricing`` (:class:`SharePricingPolicy`) is registered too.
 
+The one simulator runs these same policies (their scoring, this package's code) on
+``models.ClusterState`` (:mod:`solver.policies.fgd_model`, ``dynamig simulate --protocol fgd
+--nodes …``); this package's own loop and node model stay as the cross-check that it makes the same
+decisions (``tests/test_fgd_one_simulator.py``) and as the derived view's array layout.
+
 Equal node scores go, by default, to the first node in the seeded node order, as in the FGD
 artifact (its kube-scheduler fork picks the smallest node name; README §7.3 inferred uniform
 sampling, available as ``tie_break="random"``).

@@ -299,6 +299,12 @@ def to_markdown(doc: dict[str, Any]) -> str:
         "  statistically, not seed by seed.",
         "- CPU and host memory are filtered (NodeResourcesFit); GPU model constraints (`gpu_spec`)",
         "  are filtered and enter FGD's fragmentation as `no_access`.",
+        "- The tables above are `solver/fgd`'s own loop (`python -m solver.fgd.reproduce`), kept as the",
+        "  cross-check. The same six policies are policies of the one registry and run through the one",
+        "  simulator (`dynamig simulate --protocol fgd --nodes … --policy fgd`, next section), decision for",
+        "  decision the same; the planner-side policies (`dynamig` = `solver.plan`, `hami-legacy`,",
+        "  `hami-v210`, `bestfit`, `dra-firstfit`) run the same loop on the same state (measurements in",
+        "  `fgd_dynamig.md`).",
     ]
     return "\n".join(lines) + "\n"
 
@@ -406,7 +412,10 @@ def one_simulator_markdown(entry: dict[str, Any]) -> str:
         "hami-core nodes with host CPU and memory, one pod type, every plan checked by",
         "`models.validate`); the score math is `solver/fgd`'s, on a milli-GPU view kept in step with",
         "the state (`solver.policies.fgd_model`). Default trace, seeds " + span + "; metric: the FGD",
-        "definition (`unallocated_demand_pct`; on hami-core equal to `unallocated_gpu_pct`).",
+        "definition (`unallocated_demand_pct`; on hami-core equal to `unallocated_gpu_pct`). CPU-only pods",
+        "are placed by the policy itself, as in the paper. Not carried over: `gpu_spec` (the pod's GPU-model",
+        "constraint; none in the default trace, so the `gpuspec*` traces stay on the own loop), MIG GPUs,",
+        "and the fragmentation columns (`fragmentation_pct` is null in the one simulator's JSON).",
         "",
         "| Policy | one simulator: mean ± sd | published: mean (sd) | Δ (pp) | = own loop, per seed | one run (s) |",
         "|---|---:|---:|---:|:---:|---:|",

@@ -9,7 +9,7 @@ incrementally: a node is re-derived only when its :class:`models.types.Node` obj
 derived row really differs -- FGD's per-spec score caches stay valid across calls.
 
 The milli-GPU model on hami-core: a GPU's used milli is ``max(10 · Σ gpucores, memory used in
-per-mille)``, 1000 when a unit holds it exclusively or every share slot is taken; a pod's unit is
+per-mille)``, 1000 when a unit holds it exclusively, every share slot is taken or it is unhealthy; a pod's unit is
 ``10 · max(gpucores, gpumem-percentage)`` milli (no memory request: 100 %). Openb shares arrive as
 ``gpumem-percentage = gpucores = ⌈milli / 10⌉``, so a run is exact on every trace whose shares are
 multiples of 10 milli (all openb traces) and otherwise rounds each share up to the next 10.
@@ -106,6 +106,8 @@ def check_state(state: ClusterState, policy: str = "fgd") -> None:
 
 
 def _gpu_used_milli(g: Gpu) -> int:
+    if not g.health:
+        return MILLI_PER_GPU  # an unhealthy GPU takes no unit
     if not g.shares:
         return 0
     if len(g.shares) >= g.split or any(s.cores >= 100 for s in g.shares):

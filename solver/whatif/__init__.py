@@ -1,5 +1,7 @@
-"""What-if simulation through the planner (DESIGN §7): the openb workloads under the FGD protocol
-on a MIG (or any inventory-defined) cluster, every GPU pod planned by :func:`solver.plan`.
+"""What-if simulation (DESIGN §7): the openb workloads under the FGD protocol on a MIG, hami-core
+or any inventory-defined cluster, every pod placed by a policy of the one registry
+(:mod:`solver.policies`) on :class:`models.ClusterState` -- :func:`solver.plan` and the baselines,
+and the FGD paper's policies (:mod:`solver.policies.fgd_model`) on hami-core GPUs.
 
 Modules, one job each:
 
