@@ -366,7 +366,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 ONE_SIMULATOR_KEY = "one_simulator"
 ONE_SIMULATOR_HEADING = "## Through the one simulator"
 SIMULATE_COMMAND = ("dynamig simulate --protocol fgd --nodes {data}/openb_node_list_gpu_node.csv "
-                    "--pods {data}/openb_pod_list_default.csv --policy {policy} --seeds {seeds} --json")
+                    "--pods {data}/openb_pod_list_default.csv --policy {policy} --seeds {seeds} --processes 1 --json")
 
 
 def one_simulator_entry(runs: dict[str, dict[str, Any]], own: dict[str, Any] | None) -> dict[str, Any]:
@@ -436,7 +436,10 @@ def one_simulator_markdown(entry: dict[str, Any]) -> str:
         "\"= own loop, per seed\": every seed's unallocated % and failed-pod count equal the table",
         "above (`solver/fgd`'s own loop); `tests/test_fgd_one_simulator.py` checks the stronger property,",
         "the same placement (pod, node, GPUs) decision for decision, on small clusters (fixed and",
-        "hypothesis-generated) and a slice of the real trace. Commands (one per policy; then",
+        "hypothesis-generated) and a slice of the real trace. \"one run\": the mean `elapsed_s` of one",
+        "seed (wall time on the machine that ran it; the whole loop: state updates, plan validation, the",
+        "policy) -- several times the",
+        "own loop's, which updates its numpy arrays in place. Commands (one per policy; then",
         "`python -m solver.fgd.reproduce --from-simulate DIR --out docs` writes this section and the",
         "`one_simulator` entry of `fgd_reproduction.json` from their JSON, without re-running):",
         "",
