@@ -237,7 +237,8 @@ def test_reproduce_writes_the_one_simulator_section_from_simulate_json(tmp_path:
     assert all(v is not None for e in entry.values() for v in e["unallocated_gpu_pct_at_100"])
     md = (out / "fgd_reproduction.md").read_text()
     assert md.startswith("# FGD\n\n## Default trace\n\ntable\n\n## Through the one simulator")
-    assert "| FGD |" in md and "--policy random --seeds 1-2 --json > DIR/random.json" in md and "seeds 1–2;" in md
+    assert "| FGD |" in md and "seeds 1–2;" in md
+    assert "--policy random --seeds 1-2 --processes 1 --json > DIR/random.json" in md
     # a second write replaces the section instead of appending another
     assert reproduce.main(["--from-simulate", str(runs), "--out", str(out)]) == 0
     assert (out / "fgd_reproduction.md").read_text().count("## Through the one simulator") == 1

@@ -4,6 +4,7 @@ and the baselines, below the simulator."""
 from .registry import (
     CLUSTER_POLICIES,
     FGD_POLICIES,
+    MILLI_POLICIES,
     POLICIES,
     Placer,
     PolicyContext,
@@ -13,5 +14,5 @@ from .registry import (
     placer,
 )
 
-__all__ = ["CLUSTER_POLICIES", "FGD_POLICIES", "POLICIES", "Placer", "PolicyContext", "PolicyInfo", "info", "names",
-           "placer"]
+__all__ = ["CLUSTER_POLICIES", "FGD_POLICIES", "MILLI_POLICIES", "POLICIES", "Placer", "PolicyContext", "PolicyInfo",
+           "info", "names", "placer"]

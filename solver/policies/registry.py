@@ -32,8 +32,8 @@ from solver.planner import PlannerConfig, plan
 from . import dra
 from .fgd_model import MilliPlacer, PolicyContext
 
-__all__ = ["CLUSTER_POLICIES", "FGD_POLICIES", "POLICIES", "Placer", "PolicyContext", "PolicyInfo", "info",
-           "names", "placer"]
+__all__ = ["CLUSTER_POLICIES", "FGD_POLICIES", "MILLI_POLICIES", "POLICIES", "Placer", "PolicyContext", "PolicyInfo",
+           "info", "names", "placer"]
 
 
 @dataclass(frozen=True)
@@ -72,6 +72,8 @@ _BY_NAME = {p.name: p for p in POLICIES}
 CLUSTER_POLICIES: tuple[str, ...] = tuple(p.name for p in POLICIES if not p.fgd_model)
 #: The FGD paper's policies (and share-pricing): hami-core clusters, the fgd protocol.
 FGD_POLICIES: tuple[str, ...] = tuple(p.name for p in POLICIES if p.fgd_model)
+#: The same names under their earlier label (the milli-GPU model), for existing callers.
+MILLI_POLICIES: tuple[str, ...] = FGD_POLICIES
 
 #: One placement decision: ``(state, pod, candidate nodes or None) -> Plan``.
 Placer = Callable[[ClusterState, PodRequest, Sequence[str] | None], Plan]
