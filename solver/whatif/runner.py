@@ -11,7 +11,9 @@ time, no departures, no retries:
   policies, which place CPU-only pods themselves (as in the paper), through the same placer;
 * GPU pod: the nodes with room for its CPU and memory are the candidates of
   the policy's placer (``solver.plan`` for ``dynamig``) with ``nodes=candidates``; a placed plan is applied
-  (``models.plan.apply_plan``) and the node's CPU and memory taken; otherwise the pod fails;
+  (``models.plan.apply_plan``) and the node's CPU and memory taken; otherwise the pod fails (the
+  FGD paper's policies get no candidate list: their filter stage reads host CPU and memory from
+  the state, as in the paper);
 * host CPU and memory of every placed pod are in the :class:`models.ClusterState` the policy sees
   (the planner's stranding term reads them), and the planner's workload estimate is learned online
   from the arrived pods (:class:`solver.planner.OnlineWorkload`, the built-in prior until enough
