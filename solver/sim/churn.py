@@ -226,6 +226,7 @@ def run_churn(spec: ChurnSpec, policy: str, load: float, seed: int, progress: Pr
     t_w, t_end = float(arrive[warm]), float(arrive[-1])
 
     state = state_from_inventory(inv)
+    rev = 0  # bumped on every state change: the lookahead's re-solve key (an id() could be reused)
     alloc = {node.name: node_allocation(node)[0] for node in state.nodes}
     alloc_total = 0.0
     holding_demand = 0.0
@@ -311,7 +312,7 @@ def run_churn(spec: ChurnSpec, policy: str, load: float, seed: int, progress: Pr
                 push(la["last"] + spec.lookahead_interval_s, RESOLVE, None)
             return
         reqs = queue_order((QueuedPod(request(i), 0, f"{i:09d}") for i in queue), spec.lookahead)
-        key = (id(state), tuple(r.key for r in reqs))
+        key = (rev, tuple(r.key for r in reqs))
         if key == la["key"]:
             return
         la["key"], la["last"] = key, now
@@ -322,7 +323,7 @@ def run_churn(spec: ChurnSpec, policy: str, load: float, seed: int, progress: Pr
         la["requests"] = {r.key: r for r in reqs}
 
     def try_place(i: int, now: float) -> bool:
-        nonlocal state, holding_demand
+        nonlocal state, rev, holding_demand
         req = request(i)
         t0 = time.perf_counter()
         p = answer(req)
@@ -331,6 +332,7 @@ def run_churn(spec: ChurnSpec, policy: str, load: float, seed: int, progress: Pr
             return False
         before = {(c.node, c.gpu): state.gpu(c.node, c.gpu) for c in p.layout_changes}
         state = apply_plan(state, p, {req.key: req})
+        rev += 1
         measured = now >= t_w
         changed: set[tuple[str, str]] = set()
         for key, old in before.items():
@@ -386,6 +388,7 @@ def run_churn(spec: ChurnSpec, policy: str, load: float, seed: int, progress: Pr
         elif kind == DEPART:
             i = int(data)
             state = release_pod(state, request(i).key)
+            rev += 1
             holding_demand -= spec.shapes[int(shape_idx[i])].demand
             touch(pod_nodes.pop(i))
             failed_shapes.clear()
@@ -393,6 +396,7 @@ def run_churn(spec: ChurnSpec, policy: str, load: float, seed: int, progress: Pr
             retry(now)
         elif kind == READY:
             state = _with_health(state, {data}, True)
+            rev += 1
             failed_shapes.clear()
             resolve(now)
             retry(now)
