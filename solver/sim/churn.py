@@ -443,6 +443,7 @@ def run_churn(spec: ChurnSpec, policy: str, load: float, seed: int, progress: Pr
         "wait_p50_s": _pct(waits, 50),
         "wait_p95_s": _pct(waits, 95),
         "wait_p99_s": _pct(waits, 99),
+        "wait_max_s": round(max(waits), 3),
         "throughput_per_h": round(placed_meas / span * 3600.0, 3),
         "offered_per_h": round(lam * 3600.0, 3),
         "allocated_compute_pct": round(100 * acc["alloc"] / (span * cap), 3),
