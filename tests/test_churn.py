@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -310,3 +311,33 @@ def test_trace_durations_and_parse() -> None:
     assert parse_duration("uniform:1,3").mean == 2.0
     with pytest.raises(ValueError):
         parse_duration("gamma:3")
+
+
+def test_dynamig_learns_the_workload_from_arrivals_as_the_extender_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With learn_workload (default) the churn run re-plans with the OnlineWorkload snapshot once
+    64 arrivals were seen (the extender's estimate); baselines and learn_workload=False keep the
+    prior. The lookahead's batch config follows the same estimate."""
+    import solver.sim.churn as churn_mod
+    from solver.planner import PRIOR
+
+    seen: list[tuple[str, int]] = []
+    real = churn_mod.placer
+
+    def spy(name: str, config: PlannerConfig = PlannerConfig()):  # type: ignore[no-untyped-def]
+        seen.append((name, config.workload.pods))
+        return real(name, config)
+
+    monkeypatch.setattr(churn_mod, "placer", spy)
+    s = spec(inv(("m0", NodeMode.MIG, 2)), (job("a", 470), job("b", 160), job("w", 1000)), "exp:300",
+             pods=100, warmup_s=0.0)
+    run_churn(s, "dynamig", 0.9, 1)
+    assert seen[0] == ("dynamig", 0) and ("dynamig", 64) in seen
+    learned = [p for _, p in seen if p]
+    assert learned == sorted(learned) and max(learned) <= 100 + 1
+    seen.clear()
+    run_churn(replace(s, learn_workload=False), "dynamig", 0.9, 1)
+    assert seen == [("dynamig", 0)]
+    seen.clear()
+    run_churn(s, "bestfit", 0.9, 1)
+    assert seen == [("bestfit", 0)]
+    assert PRIOR.pods == 0

@@ -68,7 +68,7 @@ from solver.lookahead import (
     solve_queue,
 )
 from solver.openb import MILLI_PER_GPU
-from solver.planner import OBJECTIVES, PlannerConfig, plan
+from solver.planner import OBJECTIVES, OnlineWorkload, PlannerConfig, plan
 from solver.policies import info, placer
 from solver.traces import Durations
 from solver.whatif.cluster import ordered_inventory
@@ -87,6 +87,8 @@ class ChurnSpec:
 
     ``shapes``: the GPU pods to draw from (request with host CPU/memory set). ``pods``: measured
     arrivals per run (after the warm-up). ``warmup_s``: None = ``durations.horizon``.
+    ``learn_workload``: ``dynamig`` plans with an online workload estimate learned from the arrivals,
+    as the extender does (``ExtenderConfig.learn_workload``, on by default); False: the prior only.
     """
 
     inventory: Inventory
@@ -102,6 +104,7 @@ class ChurnSpec:
     lookahead: int = 0
     lookahead_budget_ms: float = 1000.0
     lookahead_interval_s: float = 0.5
+    learn_workload: bool = True
     meta: tuple[tuple[str, Any], ...] = ()
 
     def __post_init__(self) -> None:
@@ -208,7 +211,10 @@ def run_churn(spec: ChurnSpec, policy: str, load: float, seed: int, progress: Pr
     if load <= 0:
         raise ValueError(f"load must be > 0, got {load}")
     pinfo = info(policy)
-    place = placer(policy, spec.config())
+    base_cfg = spec.config()
+    place = placer(policy, base_cfg)
+    learner = OnlineWorkload(base_cfg.workload) if policy == "dynamig" and spec.learn_workload else None
+    known = base_cfg.workload
     if spec.lookahead and policy != "dynamig":
         raise ValueError(f"lookahead plans with solver.plan: only policy 'dynamig' runs it, not {policy!r}")
     batch_cfg = spec.batch_config()
@@ -322,6 +328,19 @@ def run_churn(spec: ChurnSpec, policy: str, load: float, seed: int, progress: Pr
             batch_ms.append((time.perf_counter() - t0) * 1000.0)
         la["requests"] = {r.key: r for r in reqs}
 
+    def learn(req: PodRequest) -> None:
+        """The extender's online estimate: every arriving pod observed once; a new snapshot (on
+        its fixed schedule) gives the planner, and the lookahead's batch solves, a new workload."""
+        nonlocal place, known, batch_cfg
+        if learner is None:
+            return
+        learner.observe(req)
+        est = learner.estimate()
+        if est is not known:
+            known = est
+            place = placer(policy, replace(base_cfg, workload=est))
+            batch_cfg = replace(batch_cfg, workload=est)
+
     def try_place(i: int, now: float) -> bool:
         nonlocal state, rev, holding_demand
         req = request(i)
@@ -376,6 +395,7 @@ def run_churn(spec: ChurnSpec, policy: str, load: float, seed: int, progress: Pr
         advance(now)
         if kind == ARRIVE:
             i = int(data)
+            learn(request(i))
             s = klass[int(shape_idx[i])]
             if s in failed_shapes or not try_place(i, now):
                 failed_shapes.add(s)
