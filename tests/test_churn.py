@@ -23,7 +23,7 @@ from models.plan import apply_plan, release_pod
 from models.requests import ContainerRequest, PodRequest
 from models.types import NodeMode
 from models.validate import validate
-from solver.planner import PlannerConfig
+from solver.planner import OBJECTIVES, PlannerConfig
 from solver.policies import CLUSTER_POLICIES, MILLI_POLICIES, info, names, placer
 from solver.policies.dra import device_order, plan_dra
 from solver.reports import aggregate_churn, sustainable_load
@@ -341,3 +341,18 @@ def test_dynamig_learns_the_workload_from_arrivals_as_the_extender_does(monkeypa
     run_churn(s, "bestfit", 0.9, 1)
     assert seen == [("bestfit", 0)]
     assert PRIOR.pods == 0
+
+
+@needs_openb
+def test_cli_churn_passes_the_objective_to_the_planner(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--objective reaches the churn runs (it was silently dropped): the aggregate names it, and
+    the default objective is named when it is not given."""
+    inventory = write_inventory(tmp_path, "mig")
+    base = ["--protocol", "churn", "--inventory", str(inventory), "--pods", str(OPENB / "openb_pod_list_default.csv"),
+            "--load", "0.9", "--seeds", "1", "--json", "--engine", "serial", "--arrivals", "8",
+            "--warmup-seconds", "0", "--policy", "dynamig"]
+    order = "placed,reconfigurations,fragmentation,template_order,policy,waste"
+    assert cli([*base, "--objective", order]) == 0
+    assert json.loads(capsys.readouterr().out)["objective"] == order.split(",")
+    assert cli(base) == 0
+    assert json.loads(capsys.readouterr().out)["objective"] == list(OBJECTIVES)
