@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,7 @@ from models.plan import apply_plan, release_pod
 from models.requests import ContainerRequest, PodRequest
 from models.types import NodeMode
 from models.validate import validate
-from solver.planner import PlannerConfig
+from solver.planner import OBJECTIVES, PlannerConfig
 from solver.policies import CLUSTER_POLICIES, MILLI_POLICIES, info, names, placer
 from solver.policies.dra import device_order, plan_dra
 from solver.reports import aggregate_churn, sustainable_load
@@ -110,6 +111,20 @@ def test_no_policy_evicts_and_only_keep_held_policies_touch_busy_gpus() -> None:
             assert doc["busy_repartitions"] == 0, pol
         assert doc["placed"] + doc["still_waiting"] + doc["abandoned"] == doc["measured_pods"], pol
         assert 0 < doc["allocated_compute_pct"] <= 100 and 0 < doc["demand_utilisation_pct"] <= 100
+
+
+def test_wait_max_is_the_longest_measured_wait_and_shows_a_starved_pod() -> None:
+    """wait_max_s is the largest measured wait (a pod still queued at the end counts with its wait
+    so far), so a rare pod that starves shows there even when the p95 does not see it."""
+    s = spec(inv(("m0", NodeMode.MIG, 2)), (job("a", 470), job("b", 160), job("w", 1000)), "exp:300", pods=60)
+    for pol in ("dynamig", "bestfit"):
+        doc = run_churn(s, pol, 1.2, 4, detail=True)
+        pods = doc["pods"]
+        end = doc["sim_time_s"]
+        waits = [(end if st is None else st) - a for a, st in
+                 zip(pods["arrive"][pods["measured_from"]:], pods["start"][pods["measured_from"]:], strict=True)]
+        assert doc["wait_max_s"] == pytest.approx(max(waits), abs=0.1)
+        assert doc["wait_max_s"] >= doc["wait_p99_s"] >= doc["wait_p95_s"]
 
 
 def test_max_wait_abandons_and_abandoned_pods_never_start() -> None:
@@ -296,3 +311,48 @@ def test_trace_durations_and_parse() -> None:
     assert parse_duration("uniform:1,3").mean == 2.0
     with pytest.raises(ValueError):
         parse_duration("gamma:3")
+
+
+def test_dynamig_learns_the_workload_from_arrivals_as_the_extender_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With learn_workload (default) the churn run re-plans with the OnlineWorkload snapshot once
+    64 arrivals were seen (the extender's estimate); baselines and learn_workload=False keep the
+    prior. The lookahead's batch config follows the same estimate."""
+    import solver.sim.churn as churn_mod
+    from solver.planner import PRIOR
+
+    seen: list[tuple[str, int]] = []
+    real = churn_mod.placer
+
+    def spy(name: str, config: PlannerConfig = PlannerConfig()):  # type: ignore[no-untyped-def]
+        seen.append((name, config.workload.pods))
+        return real(name, config)
+
+    monkeypatch.setattr(churn_mod, "placer", spy)
+    s = spec(inv(("m0", NodeMode.MIG, 2)), (job("a", 470), job("b", 160), job("w", 1000)), "exp:300",
+             pods=100, warmup_s=0.0)
+    run_churn(s, "dynamig", 0.9, 1)
+    assert seen[0] == ("dynamig", 0) and ("dynamig", 64) in seen
+    learned = [p for _, p in seen if p]
+    assert learned == sorted(learned) and max(learned) <= 100 + 1
+    seen.clear()
+    run_churn(replace(s, learn_workload=False), "dynamig", 0.9, 1)
+    assert seen == [("dynamig", 0)]
+    seen.clear()
+    run_churn(s, "bestfit", 0.9, 1)
+    assert seen == [("bestfit", 0)]
+    assert PRIOR.pods == 0
+
+
+@needs_openb
+def test_cli_churn_passes_the_objective_to_the_planner(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--objective reaches the churn runs (it was silently dropped): the aggregate names it, and
+    the default objective is named when it is not given."""
+    inventory = write_inventory(tmp_path, "mig")
+    base = ["--protocol", "churn", "--inventory", str(inventory), "--pods", str(OPENB / "openb_pod_list_default.csv"),
+            "--load", "0.9", "--seeds", "1", "--json", "--engine", "serial", "--arrivals", "8",
+            "--warmup-seconds", "0", "--policy", "dynamig"]
+    order = "placed,reconfigurations,fragmentation,template_order,policy,waste"
+    assert cli([*base, "--objective", order]) == 0
+    assert json.loads(capsys.readouterr().out)["objective"] == order.split(",")
+    assert cli(base) == 0
+    assert json.loads(capsys.readouterr().out)["objective"] == list(OBJECTIVES)

@@ -171,7 +171,8 @@ def run_churn_command(args: argparse.Namespace, policies: list[str]) -> int:
         spec = churn_spec(inv, args.pods, args.duration, args.max_duration, pods=args.arrivals,
                           warmup_s=args.warmup_seconds, reconfig_s=args.reconfig_seconds, max_wait_s=args.max_wait,
                           time_budget_ms=args.time_budget_ms, lookahead=args.lookahead,
-                          lookahead_budget_ms=args.lookahead_budget_ms)
+                          lookahead_budget_ms=args.lookahead_budget_ms,
+                          **({"objective": args.objective} if getattr(args, "objective", None) else {}))
     except (OpenbFormatError, DynamigError) as exc:
         return _fail(str(exc))
     except ValueError as exc:
@@ -212,6 +213,7 @@ def run_churn_command(args: argparse.Namespace, policies: list[str]) -> int:
         "durations": spec.durations.describe(), "mean_duration_s": round(spec.durations.mean, 3),
         "warmup_s": spec.warmup, "arrivals_measured": spec.pods, "reconfig_s": spec.reconfig_s,
         "max_wait_s": spec.max_wait_s, "layouts": "any" if c.layouts_any else "templates",
+        "objective": list(spec.objective),
     }
     doc = aggregate_churn(runs, policies=policies, loads=args.load, seeds=args.seeds, slo_s=args.slo_seconds,
                           fluid_limit_load=fluid, meta=meta)

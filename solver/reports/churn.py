@@ -11,7 +11,7 @@ __all__ = ["MEAN_FIELDS", "aggregate_churn", "sustainable_load"]
 
 #: Per-run fields averaged over seeds; ``wait_p95_s`` is also published as ``p95_wait_s``.
 MEAN_FIELDS: tuple[str, ...] = (
-    "wait_mean_s", "wait_p50_s", "wait_p95_s", "wait_p99_s", "waited_share", "abandoned", "still_waiting",
+    "wait_mean_s", "wait_p50_s", "wait_p95_s", "wait_p99_s", "wait_max_s", "waited_share", "abandoned", "still_waiting",
     "throughput_per_h", "offered_per_h", "allocated_compute_pct", "demand_utilisation_pct",
     "reconf_per_1000_idle", "reconf_per_1000_busy", "idle_repartitions", "busy_repartitions", "evictions",
     "planner_p50_ms", "planner_p99_ms",

@@ -68,7 +68,7 @@ from solver.lookahead import (
     solve_queue,
 )
 from solver.openb import MILLI_PER_GPU
-from solver.planner import OBJECTIVES, PlannerConfig, plan
+from solver.planner import OBJECTIVES, OnlineWorkload, PlannerConfig, plan
 from solver.policies import info, placer
 from solver.traces import Durations
 from solver.whatif.cluster import ordered_inventory
@@ -87,6 +87,8 @@ class ChurnSpec:
 
     ``shapes``: the GPU pods to draw from (request with host CPU/memory set). ``pods``: measured
     arrivals per run (after the warm-up). ``warmup_s``: None = ``durations.horizon``.
+    ``learn_workload``: ``dynamig`` plans with an online workload estimate learned from the arrivals,
+    as the extender does (``ExtenderConfig.learn_workload``, on by default); False: the prior only.
     """
 
     inventory: Inventory
@@ -102,6 +104,7 @@ class ChurnSpec:
     lookahead: int = 0
     lookahead_budget_ms: float = 1000.0
     lookahead_interval_s: float = 0.5
+    learn_workload: bool = True
     meta: tuple[tuple[str, Any], ...] = ()
 
     def __post_init__(self) -> None:
@@ -208,7 +211,10 @@ def run_churn(spec: ChurnSpec, policy: str, load: float, seed: int, progress: Pr
     if load <= 0:
         raise ValueError(f"load must be > 0, got {load}")
     pinfo = info(policy)
-    place = placer(policy, spec.config())
+    base_cfg = spec.config()
+    place = placer(policy, base_cfg)
+    learner = OnlineWorkload(base_cfg.workload) if policy == "dynamig" and spec.learn_workload else None
+    known = base_cfg.workload
     if spec.lookahead and policy != "dynamig":
         raise ValueError(f"lookahead plans with solver.plan: only policy 'dynamig' runs it, not {policy!r}")
     batch_cfg = spec.batch_config()
@@ -226,6 +232,7 @@ def run_churn(spec: ChurnSpec, policy: str, load: float, seed: int, progress: Pr
     t_w, t_end = float(arrive[warm]), float(arrive[-1])
 
     state = state_from_inventory(inv)
+    rev = 0  # bumped on every state change: the lookahead's re-solve key (an id() could be reused)
     alloc = {node.name: node_allocation(node)[0] for node in state.nodes}
     alloc_total = 0.0
     holding_demand = 0.0
@@ -311,7 +318,7 @@ def run_churn(spec: ChurnSpec, policy: str, load: float, seed: int, progress: Pr
                 push(la["last"] + spec.lookahead_interval_s, RESOLVE, None)
             return
         reqs = queue_order((QueuedPod(request(i), 0, f"{i:09d}") for i in queue), spec.lookahead)
-        key = (id(state), tuple(r.key for r in reqs))
+        key = (rev, tuple(r.key for r in reqs))
         if key == la["key"]:
             return
         la["key"], la["last"] = key, now
@@ -321,8 +328,21 @@ def run_churn(spec: ChurnSpec, policy: str, load: float, seed: int, progress: Pr
             batch_ms.append((time.perf_counter() - t0) * 1000.0)
         la["requests"] = {r.key: r for r in reqs}
 
+    def learn(req: PodRequest) -> None:
+        """The extender's online estimate: every arriving pod observed once; a new snapshot (on
+        its fixed schedule) gives the planner, and the lookahead's batch solves, a new workload."""
+        nonlocal place, known, batch_cfg
+        if learner is None:
+            return
+        learner.observe(req)
+        est = learner.estimate()
+        if est is not known:
+            known = est
+            place = placer(policy, replace(base_cfg, workload=est))
+            batch_cfg = replace(batch_cfg, workload=est)
+
     def try_place(i: int, now: float) -> bool:
-        nonlocal state, holding_demand
+        nonlocal state, rev, holding_demand
         req = request(i)
         t0 = time.perf_counter()
         p = answer(req)
@@ -331,6 +351,7 @@ def run_churn(spec: ChurnSpec, policy: str, load: float, seed: int, progress: Pr
             return False
         before = {(c.node, c.gpu): state.gpu(c.node, c.gpu) for c in p.layout_changes}
         state = apply_plan(state, p, {req.key: req})
+        rev += 1
         measured = now >= t_w
         changed: set[tuple[str, str]] = set()
         for key, old in before.items():
@@ -374,6 +395,7 @@ def run_churn(spec: ChurnSpec, policy: str, load: float, seed: int, progress: Pr
         advance(now)
         if kind == ARRIVE:
             i = int(data)
+            learn(request(i))
             s = klass[int(shape_idx[i])]
             if s in failed_shapes or not try_place(i, now):
                 failed_shapes.add(s)
@@ -386,6 +408,7 @@ def run_churn(spec: ChurnSpec, policy: str, load: float, seed: int, progress: Pr
         elif kind == DEPART:
             i = int(data)
             state = release_pod(state, request(i).key)
+            rev += 1
             holding_demand -= spec.shapes[int(shape_idx[i])].demand
             touch(pod_nodes.pop(i))
             failed_shapes.clear()
@@ -393,6 +416,7 @@ def run_churn(spec: ChurnSpec, policy: str, load: float, seed: int, progress: Pr
             retry(now)
         elif kind == READY:
             state = _with_health(state, {data}, True)
+            rev += 1
             failed_shapes.clear()
             resolve(now)
             retry(now)
@@ -439,6 +463,7 @@ def run_churn(spec: ChurnSpec, policy: str, load: float, seed: int, progress: Pr
         "wait_p50_s": _pct(waits, 50),
         "wait_p95_s": _pct(waits, 95),
         "wait_p99_s": _pct(waits, 99),
+        "wait_max_s": round(max(waits), 3),
         "throughput_per_h": round(placed_meas / span * 3600.0, 3),
         "offered_per_h": round(lam * 3600.0, 3),
         "allocated_compute_pct": round(100 * acc["alloc"] / (span * cap), 3),
