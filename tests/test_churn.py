@@ -283,7 +283,7 @@ def test_cli_churn_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert cli([*base, "--nodes", str(nodes)]) == 2
     assert "needs a cluster state" in capsys.readouterr().err
     assert cli([*base, "--inventory", str(inventory), "--policy", "fgd"]) == 2
-    assert "does not run on a cluster state" in capsys.readouterr().err
+    assert "does not run the churn protocol yet" in capsys.readouterr().err
     assert cli([*base, "--inventory", str(inventory)]) == 1  # no completed pods to draw durations from
     assert "completed GPU pod" in capsys.readouterr().err
     assert cli([*base, "--inventory", str(inventory), "--duration", "exp:-3"]) == 1

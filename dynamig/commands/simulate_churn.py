@@ -149,8 +149,9 @@ def run_churn_command(args: argparse.Namespace, policies: list[str]) -> int:
         return _fail("--protocol churn needs a cluster state: --inventory FILE, or --nodes FILE --mig-model MODEL", 2)
     bad = [p for p in policies if p not in CLUSTER_POLICIES]
     if bad:
-        return _fail(f"policy {bad[0]!r} does not run on a cluster state (churn policies: "
-                     f"{', '.join(CLUSTER_POLICIES)})", 2)
+        return _fail(f"policy {bad[0]!r} does not run the churn protocol yet: the FGD paper's policies need "
+                     f"the trace's typical pods and the run's random stream, which the churn simulator does "
+                     f"not hand them (churn policies: {', '.join(CLUSTER_POLICIES)})", 2)
     if args.lookahead and policies != ["dynamig"]:
         return _fail(f"--lookahead runs solver.plan's batch plan: use it with --policy dynamig alone "
                      f"(got {', '.join(policies)})", 2)
