@@ -103,6 +103,25 @@ def solve_node(ctx: Context, view: NodeView, q: Query) -> NodeResult:
     return NodeResult(res.node, res.cost + extra * ctx.weights[3] + fextra * ctx.weights[2], comps, res.choice)
 
 
+def node_score(ctx: Context, view: NodeView, q: Query) -> tuple[int, int] | None:
+    """``(cost, fragmentation component)`` of :func:`solve_node`'s answer, or None where the pod
+    cannot go, without binding a shared answer to this node's GPUs: a query over 1,000 nodes ranks
+    every node but needs the placement of one (``solve_node`` on the winner gives exactly it)."""
+    res = view.results.get(q.rkey)
+    if res is None:
+        got = None if q.shape.uuid_filtered else ctx.shared.get((view.signature, q.rkey))
+        if got is not None:
+            res = got[0]
+        else:
+            solve_node(ctx, view, q)  # solves and keeps the node's answer
+            res = view.results[q.rkey]
+    if res.cost is None:
+        return None
+    extra = node_cost(q.shape, view) * NODE_POLICY_MULT
+    fextra = node_frag(ctx, view, q) if ctx.host_terms else 0
+    return res.cost + extra * ctx.weights[3] + fextra * ctx.weights[2], res.comps[2] + fextra
+
+
 def _shared(ctx: Context, view: NodeView, q: Query) -> NodeResult:
     """The node's answer, shared by every node with the same GPU classes and counts (identical
     nodes are solved once per pod shape; the answer is re-bound to this node's GPUs)."""
@@ -274,5 +293,5 @@ def _add(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(x + y for x, y in zip(a, b, strict=True))
 
 
-__all__ = ["NodeResult", "Query", "Radix", "make_query", "node_cost", "node_frag", "quick_costs", "reason_for",
-           "solve_node", "unit_capacity"]
+__all__ = ["NodeResult", "Query", "Radix", "make_query", "node_cost", "node_frag", "node_score", "quick_costs",
+           "reason_for", "solve_node", "unit_capacity"]
