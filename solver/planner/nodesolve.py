@@ -19,7 +19,7 @@ from models.types import Node
 from .context import NODE_POLICY_MULT, Context
 from .costs import PERMILLE
 from .objective import fragmentation
-from .patterns import Pattern, Radix, copies, radix, table
+from .patterns import Pattern, PatternTable, Radix, copies, radix, table
 from .reasons import explain
 from .shapes import Shape
 from .unitcost import best_unit
@@ -61,8 +61,14 @@ class Query:
     rkey: int  # per-node result key (shape without node policy)
     fkey: int  # class eligibility key (mode and type filters)
     ckey: int  # pattern-table key (the containers' requests)
+    n: tuple[int, ...] = ()  # units per container (``shape.counts``, computed once)
     units: dict[int, Pattern | None] = field(default_factory=dict, compare=False, hash=False)  # per class
     caps: dict[int, int] = field(default_factory=dict, compare=False, hash=False)  # per class: units per GPU
+    #: per class: its pattern table for this pod, or None where the class may not serve it
+    tables: dict[int, PatternTable | None] = field(default_factory=dict, compare=False, hash=False)
+    #: per (class, GPU count): see :func:`lower_bound`
+    ratios: dict[tuple[int, int], tuple[int, int, bool] | None] = field(default_factory=dict, compare=False,
+                                                                        hash=False)
 
 
 def make_query(ctx: Context, pod: PodRequest) -> Query:
@@ -70,7 +76,7 @@ def make_query(ctx: Context, pod: PodRequest) -> Query:
 
     shape = shape_of(pod)
     return Query(pod, shape, gpu_containers(pod), ctx.intern(shape.node_free), ctx.intern(shape.filter_key),
-                 ctx.intern(shape.containers))
+                 ctx.intern(shape.containers), shape.counts)
 
 
 def _allowed(ctx: Context, group: GpuGroup, q: Query) -> str | None:
@@ -122,6 +128,65 @@ def node_score(ctx: Context, view: NodeView, q: Query) -> tuple[int, int] | None
     return res.cost + extra * ctx.weights[3] + fextra * ctx.weights[2], res.comps[2] + fextra
 
 
+def lower_bound(ctx: Context, view: NodeView, q: Query) -> tuple[int, int] | None:
+    """For a one-container pod of ``k`` units without UUID filters: ``(num, den)`` such that the
+    node's :func:`node_score` cost is at least ``num / den``, when one of its GPU classes alone can
+    host all ``k`` units (so the node is feasible and needs no reason); None otherwise.
+
+    The per-node answer is ``min sum_g copies_g[k_g]`` over the groups (``sum k_g = k``), and
+    ``copies_g[a] >= a * r_g`` with ``r_g = min_a copies_g[a] / a``, so the answer is at least
+    ``k * min_g r_g``. A few lookups per node, where the exact per-node solve costs tens of
+    microseconds: :func:`solve_single` skips the solve where the bound cannot beat the best so far.
+    """
+    k = q.n[0]
+    ratios = q.ratios
+    best: tuple[int, int] | None = None
+    alone = False
+    for i, key in enumerate(view.signature):  # (class id, GPU count) per group
+        got = ratios.get(key, False)
+        if got is False:
+            got = _ratio(ctx, view.groups[i], q, k, key[1])
+            ratios[key] = got
+        if got is None:
+            continue
+        num, den, full = got
+        alone = alone or full
+        if best is None or num * best[1] < best[0] * den:
+            best = (num, den)
+    if best is None or not alone:
+        return None
+    extra = node_cost(q.shape, view) * NODE_POLICY_MULT * ctx.weights[3]
+    if ctx.host_terms:
+        extra += node_frag(ctx, view, q) * ctx.weights[2]
+    return k * best[0] + extra * best[1], best[1]
+
+
+def _ratio(ctx: Context, gr: GpuGroup, q: Query, k: int, m: int) -> tuple[int, int, bool] | None:
+    """The class's least cost per unit over ``copies`` with ``m`` GPUs, and whether it hosts all
+    ``k`` units alone (None: it hosts none of the pod's units)."""
+    memo_t = q.tables
+    uid = gr.info.uid
+    if uid in memo_t:
+        t = memo_t[uid]
+    else:
+        t = None if _allowed(ctx, gr, q) is not None else \
+            table(ctx, gr.info, q.containers, q.n, q.shape.gpu_policy, q.ckey)
+        memo_t[uid] = t
+    if t is None or not t.patterns:
+        return None
+    cp = t.copies.get(m)
+    if cp is None:
+        cp = copies(t, m, radix(ctx, q.n))
+    best: tuple[int, int] | None = None
+    for a in range(1, k + 1):
+        cell = cp[a]
+        if cell is not None and (best is None or cell[0] * best[1] < best[0] * a):
+            best = (cell[0], a)
+    if best is None:
+        return None
+    return best[0], best[1], cp[k] is not None
+
+
 def _shared(ctx: Context, view: NodeView, q: Query) -> NodeResult:
     """The node's answer, shared by every node with the same GPU classes and counts (identical
     nodes are solved once per pod shape; the answer is re-bound to this node's GPUs)."""
@@ -142,7 +207,7 @@ def _shared(ctx: Context, view: NodeView, q: Query) -> NodeResult:
 
 def _solve(ctx: Context, view: NodeView, node: Node, q: Query, per_gpu: bool) -> NodeResult:
     pod, shape, containers = q.pod, q.shape, q.containers
-    n = shape.counts
+    n = q.n
     if n == (1,):  # one unit: the best single pattern over the node's classes
         best1: tuple[int, GpuGroup, Pattern] | None = None
         memo = q.units
@@ -169,21 +234,31 @@ def _solve(ctx: Context, view: NodeView, node: Node, q: Query, per_gpu: bool) ->
         return NodeResult(node.name, best1[2].cost, best1[2].comps, ((best1[1], (best1[2],)),))
     rdx = radix(ctx, n)
     usable: list[tuple[GpuGroup, Any]] = []
+    memo_t = q.tables
     for gr in view.groups:
         if per_gpu:
             if gr.info.key[-1] is False:
                 continue
             if gpu_allowed(pod, gr.gpus[0]) is not None:
                 continue
-        elif _allowed(ctx, gr, q) is not None:
-            continue
-        t = table(ctx, gr.info, containers, n, shape.gpu_policy, q.ckey)
-        if t.patterns:
+            t: PatternTable | None = table(ctx, gr.info, containers, n, shape.gpu_policy, q.ckey)
+        else:
+            uid = gr.info.uid
+            if uid in memo_t:
+                t = memo_t[uid]
+            else:
+                t = None if _allowed(ctx, gr, q) is not None else \
+                    table(ctx, gr.info, containers, n, shape.gpu_policy, q.ckey)
+                memo_t[uid] = t
+        if t is not None and t.patterns:
             usable.append((gr, t))
     cur: list[tuple[int, tuple[tuple[int, tuple[int, ...]], ...]] | None] = [None] * rdx.size
     cur[0] = (0, ())
     for gi, (gr, t) in enumerate(usable):
-        cp = copies(t, len(gr.gpus), rdx)
+        m = len(gr.gpus)
+        cp = t.copies.get(m)
+        if cp is None:
+            cp = copies(t, m, rdx)
         cur = _convolve(cur, cp, gi, rdx)
     final = cur[rdx.full]
     if final is None:
@@ -293,5 +368,5 @@ def _add(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(x + y for x, y in zip(a, b, strict=True))
 
 
-__all__ = ["NodeResult", "Query", "Radix", "make_query", "node_cost", "node_frag", "node_score", "quick_costs",
-           "reason_for", "solve_node", "unit_capacity"]
+__all__ = ["NodeResult", "Query", "Radix", "lower_bound", "make_query", "node_cost", "node_frag", "node_score",
+           "quick_costs", "reason_for", "solve_node", "unit_capacity"]

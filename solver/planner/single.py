@@ -16,7 +16,7 @@ from models.requests import PodRequest
 from models.types import ClusterState
 
 from .context import Context
-from .nodesolve import NodeResult, make_query, node_score, reason_for, solve_node, unit_capacity
+from .nodesolve import NodeResult, lower_bound, make_query, node_score, reason_for, solve_node, unit_capacity
 from .views import NodeView, node_view
 
 
@@ -58,8 +58,11 @@ def solve_single(ctx: Context, state: ClusterState, pod: PodRequest, names: list
 
     # multi-unit, one container, no UUID filter: skip nodes that cannot hold that many units
     # (from 3 units: a 2-unit pod fits almost every node, and the check would cost more than it saves)
-    need = q.shape.counts[0] if len(q.containers) == 1 and q.shape.counts[0] > 2 and not q.shape.uuid_filtered else 0
+    need = q.n[0] if len(q.containers) == 1 and q.n[0] > 2 and not q.shape.uuid_filtered else 0
     host = bool(pod.cpu_milli or pod.host_memory_mib)  # else every node's host check passes
+    # several units of one container: skip the exact solve of a node whose lower bound cannot beat
+    # the best so far (it comes later, so a tie keeps the best; it is feasible, so it needs no reason)
+    prune = exact and len(q.containers) == 1 and q.n[0] > 1 and not q.shape.uuid_filtered
     best: NodeView | None = None
     best_key = 0
     reasons: list[tuple[str, str]] = []
@@ -77,6 +80,10 @@ def solve_single(ctx: Context, state: ClusterState, pod: PodRequest, names: list
             if explain:
                 reasons.append((name, reason_for(ctx, view, q)))
             continue
+        if prune and best is not None and q.rkey not in view.results:
+            lb = lower_bound(ctx, view, q)
+            if lb is not None and lb[0] >= best_key * lb[1]:
+                continue
         score = node_score(ctx, view, q)
         if score is None:
             if explain:
