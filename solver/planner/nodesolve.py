@@ -143,10 +143,10 @@ def lower_bound(ctx: Context, view: NodeView, q: Query) -> tuple[int, int] | Non
     best: tuple[int, int] | None = None
     alone = False
     for i, key in enumerate(view.signature):  # (class id, GPU count) per group
-        got = ratios.get(key, False)
-        if got is False:
-            got = _ratio(ctx, view.groups[i], q, k, key[1])
-            ratios[key] = got
+        if key in ratios:
+            got = ratios[key]
+        else:
+            got = ratios[key] = _ratio(ctx, view.groups[i], q, k, key[1])
         if got is None:
             continue
         num, den, full = got
