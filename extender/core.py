@@ -25,7 +25,14 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from models import nodelock
-from models.cluster import StateProblem, active_allocation, host_request_of, registered_node, state_from_objects
+from models.cluster import (
+    StateProblem,
+    active_allocation,
+    host_request_of,
+    registered_node,
+    reuse_nodes,
+    state_from_objects,
+)
 from models.codecs import (
     NODE_GPUS,
     PHASE_ALLOCATING,
@@ -326,6 +333,8 @@ class Extender:
                 state, problems = state_from_objects(nodes, live, layouts_any=self.config.layouts_any,
                                                      keys=self.config.allocation_keys,
                                                      templates=self.config.templates)
+                prev = latest or snap
+                state = reuse_nodes(state, prev.state if prev is not None else None)
                 new = Snapshot(rev, state, holders_of(state), nodes, pods, tuple(problems), fp,
                                expired=expired, next_expiry=nxt)
                 if expired:
@@ -344,9 +353,14 @@ class Extender:
         """The snapshot's state without ``pod_key``'s own allocation (a pod filtered again)."""
         if pod_key not in snap.allocated:
             return snap.state
+        cached = snap._cache.get("without")
+        if cached is not None and cached[0] == pod_key:
+            return cached[1]  # type: ignore[no-any-return]
         state, _ = state_from_objects(snap.nodes, [p for p in snap.live_pods if _key(p) != pod_key],
                                       layouts_any=self.config.layouts_any, keys=self.config.allocation_keys,
                                       templates=self.config.templates)
+        state = reuse_nodes(state, snap.state)  # every other node stays the object the planner knows
+        snap._cache["without"] = (pod_key, state)
         return state
 
     def _advance(self, plan: Plan, pod_obj: dict[str, Any], rev_before: int) -> None:
@@ -367,10 +381,12 @@ class Extender:
             fp["p/" + key] = (*pod_fingerprint(pod_obj), False)
             host = host_request_of(pod_obj)
             until = reservation_expiry(pod_obj, self.config.reservation_ttl_s)
+            index = cur._cache.get("node-objects")  # same node objects: the per-node index carries over
             self._snap = Snapshot(rev_before + 1, apply_plan(cur.state, plan, {key: host} if host else None),
                                   cur.allocated | {key},
                                   cur.nodes, pods, cur.problems, fp, expired=cur.expired,
-                                  next_expiry=min(cur.next_expiry, until if until is not None else math.inf))
+                                  next_expiry=min(cur.next_expiry, until if until is not None else math.inf),
+                                  _cache={} if index is None else {"node-objects": index})
 
     # ------------------------------------------------------------------ node serialisation
     def _node_lock(self, node: str) -> threading.Lock:
@@ -444,8 +460,10 @@ class Extender:
         for attempt in range(self.config.max_replans + 1):
             snap = self.snapshot()
             state = self.state_without(snap, req.key)
-            known = [n for n in dict.fromkeys(names) if state.has_node(n)]
-            failed = {n: NO_REGISTRATION for n in names if not state.has_node(n)}
+            has = state.has_node
+            unique = dict.fromkeys(names)
+            known = [n for n in unique if has(n)]
+            failed = {} if len(known) == len(unique) else {n: NO_REGISTRATION for n in names if not has(n)}
             if not known:
                 self._mark_unplaceable(req.key, "no candidate node has dynamig GPUs")
                 return FilterOutcome(filter_result(args, [], failed), "unplaceable")

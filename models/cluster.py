@@ -179,6 +179,24 @@ def _build_registered(name: str, raw: str, hami_raw: Any, labels: tuple[tuple[st
     return Node(name, reg.mode, gpus, cpu, mem, labels, applier=reg.applier)
 
 
+def reuse_nodes(new: ClusterState, old: ClusterState | None) -> ClusterState:
+    """``new`` with every node equal to ``old``'s node of the same name replaced by that (frozen,
+    equal) object: a rebuilt state then shares its unchanged nodes with the previous one, and the
+    planner's per-node caches, keyed by node identity, stay warm for them."""
+    if old is None or old is new:
+        return new
+    nodes = []
+    reused = False
+    for n in new.nodes:
+        if old.has_node(n.name):
+            o = old.node(n.name)
+            if o is not n and o == n:
+                n = o
+                reused = True
+        nodes.append(n)
+    return ClusterState(tuple(nodes), new.layouts_any) if reused else new
+
+
 def _hold_hami_pod(by_name: dict[str, Node], pod: Mapping[str, Any], templates: DeviceConfig,
                    problems: list[StateProblem]) -> None:
     try:

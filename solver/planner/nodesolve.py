@@ -88,8 +88,8 @@ def _allowed(ctx: Context, group: GpuGroup, q: Query) -> str | None:
     return hit  # type: ignore[no-any-return]
 
 
-def solve_node(ctx: Context, view: NodeView, q: Query) -> NodeResult:
-    """The node's best placement of the pod (cost and components include the node policy term)."""
+def _base(ctx: Context, view: NodeView, q: Query) -> NodeResult:
+    """The node's answer without the node policy term, bound to its GPUs (kept per view)."""
     res = view.results.get(q.rkey)
     if res is None:
         if q.shape.uuid_filtered:
@@ -99,6 +99,12 @@ def solve_node(ctx: Context, view: NodeView, q: Query) -> NodeResult:
         else:
             res = _shared(ctx, view, q)
         view.results[q.rkey] = res
+    return res  # type: ignore[no-any-return]
+
+
+def solve_node(ctx: Context, view: NodeView, q: Query) -> NodeResult:
+    """The node's best placement of the pod (cost and components include the node policy term)."""
+    res = _base(ctx, view, q)
     if res.cost is None:
         return res
     extra = node_cost(q.shape, view) * NODE_POLICY_MULT
@@ -116,11 +122,7 @@ def node_score(ctx: Context, view: NodeView, q: Query) -> tuple[int, int] | None
     res = view.results.get(q.rkey)
     if res is None:
         got = None if q.shape.uuid_filtered else ctx.shared.get((view.signature, q.rkey))
-        if got is not None:
-            res = got[0]
-        else:
-            solve_node(ctx, view, q)  # solves and keeps the node's answer
-            res = view.results[q.rkey]
+        res = got[0] if got is not None else _base(ctx, view, q)
     if res.cost is None:
         return None
     extra = node_cost(q.shape, view) * NODE_POLICY_MULT
