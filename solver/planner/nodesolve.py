@@ -67,8 +67,8 @@ class Query:
     #: per class: its pattern table for this pod, or None where the class may not serve it
     tables: dict[int, PatternTable | None] = field(default_factory=dict, compare=False, hash=False)
     #: per (class, GPU count): see :func:`lower_bound`
-    ratios: dict[tuple[int, int], tuple[int, int, bool] | None] = field(default_factory=dict, compare=False,
-                                                                        hash=False)
+    ratios: dict[tuple[int, int], tuple[int, int, int, bool] | None] = field(default_factory=dict,
+                                                                             compare=False, hash=False)
 
 
 def make_query(ctx: Context, pod: PodRequest) -> Query:
@@ -132,18 +132,22 @@ def node_score(ctx: Context, view: NodeView, q: Query) -> tuple[int, int] | None
 
 def lower_bound(ctx: Context, view: NodeView, q: Query) -> tuple[int, int] | None:
     """For a one-container pod of ``k`` units without UUID filters: ``(num, den)`` such that the
-    node's :func:`node_score` cost is at least ``num / den``, when one of its GPU classes alone can
-    host all ``k`` units (so the node is feasible and needs no reason); None otherwise.
+    node's :func:`node_score` cost is at least ``num / den``, when the node is sure to be feasible
+    (so it needs no reason); None otherwise.
 
-    The per-node answer is ``min sum_g copies_g[k_g]`` over the groups (``sum k_g = k``), and
-    ``copies_g[a] >= a * r_g`` with ``r_g = min_a copies_g[a] / a``, so the answer is at least
-    ``k * min_g r_g``. A few lookups per node, where the exact per-node solve costs tens of
+    The per-node answer is ``min sum_g copies_g[k_g]`` over the groups (``sum k_g = k``, each
+    ``k_g`` 0 or a count ``copies_g`` has), and ``copies_g[a] >= a * r_g`` with
+    ``r_g = min_a copies_g[a] / a``, so the answer is at least ``k * min_g r_g``. Feasible for sure:
+    one group alone hosts all ``k``, or every group hosts every count up to its most and those
+    add up to ``k``. A few lookups per node, where the exact per-node solve costs tens of
     microseconds: :func:`solve_single` skips the solve where the bound cannot beat the best so far.
     """
     k = q.n[0]
     ratios = q.ratios
     best: tuple[int, int] | None = None
     alone = False
+    closed = True
+    total = 0
     for i, key in enumerate(view.signature):  # (class id, GPU count) per group
         if key in ratios:
             got = ratios[key]
@@ -151,11 +155,13 @@ def lower_bound(ctx: Context, view: NodeView, q: Query) -> tuple[int, int] | Non
             got = ratios[key] = _ratio(ctx, view.groups[i], q, k, key[1])
         if got is None:
             continue
-        num, den, full = got
-        alone = alone or full
+        num, den, most, contiguous = got
+        alone = alone or most >= k
+        closed = closed and contiguous
+        total += most
         if best is None or num * best[1] < best[0] * den:
             best = (num, den)
-    if best is None or not alone:
+    if best is None or not (alone or (closed and total >= k)):
         return None
     extra = node_cost(q.shape, view) * NODE_POLICY_MULT * ctx.weights[3]
     if ctx.host_terms:
@@ -163,9 +169,9 @@ def lower_bound(ctx: Context, view: NodeView, q: Query) -> tuple[int, int] | Non
     return k * best[0] + extra * best[1], best[1]
 
 
-def _ratio(ctx: Context, gr: GpuGroup, q: Query, k: int, m: int) -> tuple[int, int, bool] | None:
-    """The class's least cost per unit over ``copies`` with ``m`` GPUs, and whether it hosts all
-    ``k`` units alone (None: it hosts none of the pod's units)."""
+def _ratio(ctx: Context, gr: GpuGroup, q: Query, k: int, m: int) -> tuple[int, int, int, bool] | None:
+    """The class's least cost per unit over ``copies`` with ``m`` GPUs (numerator, units), the most
+    units it hosts, and whether it hosts every count from 1 to that (None: it hosts none)."""
     memo_t = q.tables
     uid = gr.info.uid
     if uid in memo_t:
@@ -180,13 +186,17 @@ def _ratio(ctx: Context, gr: GpuGroup, q: Query, k: int, m: int) -> tuple[int, i
     if cp is None:
         cp = copies(t, m, radix(ctx, q.n))
     best: tuple[int, int] | None = None
+    hosted = 0
     for a in range(1, k + 1):
         cell = cp[a]
-        if cell is not None and (best is None or cell[0] * best[1] < best[0] * a):
-            best = (cell[0], a)
+        if cell is not None:
+            hosted += 1
+            most = a
+            if best is None or cell[0] * best[1] < best[0] * a:
+                best = (cell[0], a)
     if best is None:
         return None
-    return best[0], best[1], cp[k] is not None
+    return best[0], best[1], most, hosted == most
 
 
 def _shared(ctx: Context, view: NodeView, q: Query) -> NodeResult:
