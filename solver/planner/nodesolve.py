@@ -120,14 +120,42 @@ def node_score(ctx: Context, view: NodeView, q: Query) -> tuple[int, int] | None
     cannot go, without binding a shared answer to this node's GPUs: a query over 1,000 nodes ranks
     every node but needs the placement of one (``solve_node`` on the winner gives exactly it)."""
     res = view.results.get(q.rkey)
-    if res is None:
+    if res is not None:
+        if res.cost is None:
+            return None
+        cost, f = res.cost, res.comps[2]
+    elif q.n == (1,) and not q.shape.uuid_filtered:
+        # one unit: the first cheapest class pattern, as ``_solve`` takes it (no answer object built)
+        memo = q.units
+        best: Pattern | None = None
+        for gr in view.groups:
+            uid = gr.info.uid
+            pat = memo[uid] if uid in memo else _unit_pattern(ctx, gr, q)
+            if pat is not None and (best is None or pat.cost < best.cost):
+                best = pat
+        if best is None:
+            return None
+        cost, f = best.cost, best.comps[2]
+    else:
         got = None if q.shape.uuid_filtered else ctx.shared.get((view.signature, q.rkey))
         res = got[0] if got is not None else _base(ctx, view, q)
-    if res.cost is None:
-        return None
+        if res.cost is None:
+            return None
+        cost, f = res.cost, res.comps[2]
     extra = node_cost(q.shape, view) * NODE_POLICY_MULT
     fextra = node_frag(ctx, view, q) if ctx.host_terms else 0
-    return res.cost + extra * ctx.weights[3] + fextra * ctx.weights[2], res.comps[2] + fextra
+    return cost + extra * ctx.weights[3] + fextra * ctx.weights[2], f + fextra
+
+
+def _unit_pattern(ctx: Context, gr: GpuGroup, q: Query) -> Pattern | None:
+    """The class's best pattern for one unit of the pod (None: it may not or cannot serve it); kept
+    per query and class."""
+    pat = None
+    if _allowed(ctx, gr, q) is None:
+        got = best_unit(ctx, gr.info, q.containers[0], q.shape.gpu_policy)
+        pat = got[0] if got is not None else None
+    q.units[gr.info.uid] = pat
+    return pat
 
 
 def lower_bound(ctx: Context, view: NodeView, q: Query) -> tuple[int, int] | None:
@@ -231,14 +259,7 @@ def _solve(ctx: Context, view: NodeView, node: Node, q: Query, per_gpu: bool) ->
                 pat = got[0] if got is not None else None
             else:
                 uid = gr.info.uid
-                if uid in memo:
-                    pat = memo[uid]
-                else:
-                    pat = None
-                    if _allowed(ctx, gr, q) is None:
-                        got = best_unit(ctx, gr.info, containers[0], shape.gpu_policy)
-                        pat = got[0] if got is not None else None
-                    memo[uid] = pat
+                pat = memo[uid] if uid in memo else _unit_pattern(ctx, gr, q)
             if pat is not None and (best1 is None or pat.cost < best1[0]):
                 best1 = (pat.cost, gr, pat)
         if best1 is None:
