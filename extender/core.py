@@ -25,7 +25,14 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from models import nodelock
-from models.cluster import StateProblem, active_allocation, host_request_of, state_from_objects
+from models.cluster import (
+    StateProblem,
+    active_allocation,
+    host_request_of,
+    registered_node,
+    reuse_nodes,
+    state_from_objects,
+)
 from models.codecs import (
     NODE_GPUS,
     PHASE_ALLOCATING,
@@ -46,7 +53,7 @@ from models.plan import LayoutChange, Plan, apply_plan
 from models.requests import PodRequest, parse_pod, pod_of_holder
 from models.signing import sign_reservation, signature_problem
 from models.store import ClusterStore
-from models.types import ClusterState, NodeMode
+from models.types import ClusterState, Node, NodeMode
 from models.validate import validate
 
 from .config import ExtenderConfig, call_plan
@@ -89,12 +96,16 @@ class Snapshot:
             return self.pods
         return tuple(p for p in self.pods if _key(p) not in self.expired)
 
-    def registered(self) -> ClusterState:
-        """The GPUs as their device plugins registered them (no reservation applied)."""
-        st = self._cache.get("registered")
-        if st is None:
-            st = self._cache["registered"] = state_from_objects(self.nodes, [])[0]
-        return st
+    def registered(self, node: str) -> Node | None:
+        """``node``'s GPUs as its device plugin registered them (no reservation applied; None when
+        it registered none). Only that node's object is read: a filter needs one node, and decoding
+        all of them per reservation was most of a filter's time at 1,000 nodes (issue 12)."""
+        by_name = self._cache.get("node-objects")
+        if by_name is None:
+            by_name = self._cache["node-objects"] = {
+                str((n.get("metadata") or {}).get("name")): n for n in self.nodes}
+        obj = by_name.get(node)
+        return None if obj is None else registered_node(obj, [])
 
     def pending_changes(self) -> dict[str, LayoutChange]:
         pc = self._cache.get("pending")
@@ -177,7 +188,7 @@ def pending_changes(pods: Iterable[Mapping[str, Any]]) -> dict[str, LayoutChange
     return {g: c for g, (_, c) in out.items()}
 
 
-def with_pending_layouts(alloc: PodAllocation, state: ClusterState, registered: ClusterState,
+def with_pending_layouts(alloc: PodAllocation, state: ClusterState, registered: Node | None,
                          sources: Mapping[str, LayoutChange]) -> PodAllocation:
     """``alloc`` plus the pending layout of every GPU its units use that the plan did not change.
 
@@ -189,11 +200,11 @@ def with_pending_layouts(alloc: PodAllocation, state: ClusterState, registered: 
     changed = {c.gpu for c in alloc.layouts}
     extra: list[LayoutChange] = []
     for gpu in dict.fromkeys(u.gpu for u in alloc.units):
-        if gpu in changed or not registered.has_node(alloc.node) or not state.has_node(alloc.node):
+        if gpu in changed or registered is None or not state.has_node(alloc.node):
             continue
         try:
             want = state.gpu(alloc.node, gpu)
-            have = registered.gpu(alloc.node, gpu)
+            have = registered.gpu(gpu)
         except (KeyError, DynamigError):
             continue
         if want.mode is not NodeMode.MIG or want.layout == have.layout:
@@ -322,6 +333,8 @@ class Extender:
                 state, problems = state_from_objects(nodes, live, layouts_any=self.config.layouts_any,
                                                      keys=self.config.allocation_keys,
                                                      templates=self.config.templates)
+                prev = latest or snap
+                state = reuse_nodes(state, prev.state if prev is not None else None)
                 new = Snapshot(rev, state, holders_of(state), nodes, pods, tuple(problems), fp,
                                expired=expired, next_expiry=nxt)
                 if expired:
@@ -340,9 +353,14 @@ class Extender:
         """The snapshot's state without ``pod_key``'s own allocation (a pod filtered again)."""
         if pod_key not in snap.allocated:
             return snap.state
+        cached = snap._cache.get("without")
+        if cached is not None and cached[0] == pod_key:
+            return cached[1]  # type: ignore[no-any-return]
         state, _ = state_from_objects(snap.nodes, [p for p in snap.live_pods if _key(p) != pod_key],
                                       layouts_any=self.config.layouts_any, keys=self.config.allocation_keys,
                                       templates=self.config.templates)
+        state = reuse_nodes(state, snap.state)  # every other node stays the object the planner knows
+        snap._cache["without"] = (pod_key, state)
         return state
 
     def _advance(self, plan: Plan, pod_obj: dict[str, Any], rev_before: int) -> None:
@@ -363,10 +381,12 @@ class Extender:
             fp["p/" + key] = (*pod_fingerprint(pod_obj), False)
             host = host_request_of(pod_obj)
             until = reservation_expiry(pod_obj, self.config.reservation_ttl_s)
+            index = cur._cache.get("node-objects")  # same node objects: the per-node index carries over
             self._snap = Snapshot(rev_before + 1, apply_plan(cur.state, plan, {key: host} if host else None),
                                   cur.allocated | {key},
                                   cur.nodes, pods, cur.problems, fp, expired=cur.expired,
-                                  next_expiry=min(cur.next_expiry, until if until is not None else math.inf))
+                                  next_expiry=min(cur.next_expiry, until if until is not None else math.inf),
+                                  _cache={} if index is None else {"node-objects": index})
 
     # ------------------------------------------------------------------ node serialisation
     def _node_lock(self, node: str) -> threading.Lock:
@@ -440,8 +460,10 @@ class Extender:
         for attempt in range(self.config.max_replans + 1):
             snap = self.snapshot()
             state = self.state_without(snap, req.key)
-            known = [n for n in dict.fromkeys(names) if state.has_node(n)]
-            failed = {n: NO_REGISTRATION for n in names if not state.has_node(n)}
+            has = state.has_node
+            unique = dict.fromkeys(names)
+            known = [n for n in unique if has(n)]
+            failed = {} if len(known) == len(unique) else {n: NO_REGISTRATION for n in names if not has(n)}
             if not known:
                 self._mark_unplaceable(req.key, "no candidate node has dynamig GPUs")
                 return FilterOutcome(filter_result(args, [], failed), "unplaceable")
@@ -487,7 +509,8 @@ class Extender:
 
     def _reserve(self, req: PodRequest, plan: Plan, rv: str | None, state: ClusterState,
                  snap: Snapshot) -> dict[str, Any]:
-        alloc = with_pending_layouts(allocation_from_plan(plan), state, snap.registered(), snap.pending_changes())
+        first = allocation_from_plan(plan)
+        alloc = with_pending_layouts(first, state, snap.registered(first.node), snap.pending_changes())
         ann = {
             POD_ALLOCATION: encode_allocation(alloc),
             POD_NODE: alloc.node,

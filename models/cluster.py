@@ -90,24 +90,9 @@ def state_from_objects(
     problems: list[StateProblem] = []
     by_name: dict[str, Node] = {}
     for obj in nodes:
-        meta = obj.get("metadata") or {}
-        name = str(meta.get("name"))
-        raw = (meta.get("annotations") or {}).get(NODE_GPUS)
-        if not raw:
-            continue
-        try:
-            reg = decode_node(raw)
-        except CodecError as e:
-            problems.append(StateProblem(f"node {name}", str(e)))
-            continue
-        labels = tuple(sorted((str(k), str(v)) for k, v in (meta.get("labels") or {}).items()))
-        alloc = (obj.get("status") or {}).get("allocatable") or {}
-        cpu = _allocatable(alloc.get("cpu"), cpu_milli)
-        mem = _allocatable(alloc.get("memory"), memory_mib)
-        names = _device_names(reg.gpus, reg.nvml_names, (meta.get("annotations") or {}).get(NODE_REGISTER),
-                              name, problems)
-        gpus = tuple(replace(g, nvml_name=n) if n else g for g, n in zip(reg.gpus, names, strict=True))
-        by_name[name] = Node(name, reg.mode, gpus, cpu, mem, labels, applier=reg.applier)
+        node = registered_node(obj, problems)
+        if node is not None:
+            by_name[node.name] = node
     allocs: list[tuple[str, PodAllocation]] = []
     host: dict[str, list[HostUsage]] = {}
     hami: list[Mapping[str, Any]] = []
@@ -144,6 +129,72 @@ def state_from_objects(
         if name in by_name:
             by_name[name] = replace(by_name[name], host=tuple(sorted(held, key=lambda h: h.pod)))
     return ClusterState(tuple(by_name[k] for k in sorted(by_name)), layouts_any), problems
+
+
+#: Registered nodes by what they are built from, at most this many (see :func:`registered_node`).
+REGISTERED_CACHE_LIMIT = 8192
+_REGISTERED: dict[tuple[Any, ...], tuple[Node | None, tuple[StateProblem, ...]]] = {}
+
+
+def registered_node(obj: Mapping[str, Any], problems: list[StateProblem]) -> Node | None:
+    """The node as its device plugin registered it (no pod's allocation held), or None when it
+    registered no GPUs or its registration cannot be read (reported in ``problems``).
+
+    The same inputs give the same (frozen) object: rebuilding a state keeps the identity of every
+    node nothing was allocated on, so the planner's per-node caches (keyed by identity) stay warm.
+    """
+    meta = obj.get("metadata") or {}
+    ann = meta.get("annotations") or {}
+    raw = ann.get(NODE_GPUS)
+    if not raw:
+        return None
+    name = str(meta.get("name"))
+    alloc = (obj.get("status") or {}).get("allocatable") or {}
+    labels = tuple(sorted((str(k), str(v)) for k, v in (meta.get("labels") or {}).items()))
+    hami_raw = ann.get(NODE_REGISTER)
+    key = (name, raw if isinstance(raw, str) else repr(raw), repr(hami_raw), labels, repr(alloc.get("cpu")),
+           repr(alloc.get("memory")))
+    got = _REGISTERED.get(key)
+    if got is None:
+        found: list[StateProblem] = []
+        got = (_build_registered(name, raw, hami_raw, labels, alloc, found), tuple(found))
+        if len(_REGISTERED) >= REGISTERED_CACHE_LIMIT:
+            _REGISTERED.clear()
+        _REGISTERED[key] = got
+    problems.extend(got[1])
+    return got[0]
+
+
+def _build_registered(name: str, raw: str, hami_raw: Any, labels: tuple[tuple[str, str], ...],
+                      alloc: Mapping[str, Any], problems: list[StateProblem]) -> Node | None:
+    try:
+        reg = decode_node(raw)
+    except CodecError as e:
+        problems.append(StateProblem(f"node {name}", str(e)))
+        return None
+    cpu = _allocatable(alloc.get("cpu"), cpu_milli)
+    mem = _allocatable(alloc.get("memory"), memory_mib)
+    names = _device_names(reg.gpus, reg.nvml_names, hami_raw, name, problems)
+    gpus = tuple(replace(g, nvml_name=n) if n else g for g, n in zip(reg.gpus, names, strict=True))
+    return Node(name, reg.mode, gpus, cpu, mem, labels, applier=reg.applier)
+
+
+def reuse_nodes(new: ClusterState, old: ClusterState | None) -> ClusterState:
+    """``new`` with every node equal to ``old``'s node of the same name replaced by that (frozen,
+    equal) object: a rebuilt state then shares its unchanged nodes with the previous one, and the
+    planner's per-node caches, keyed by node identity, stay warm for them."""
+    if old is None or old is new:
+        return new
+    nodes = []
+    reused = False
+    for n in new.nodes:
+        if old.has_node(n.name):
+            o = old.node(n.name)
+            if o is not n and o == n:
+                n = o
+                reused = True
+        nodes.append(n)
+    return ClusterState(tuple(nodes), new.layouts_any) if reused else new
 
 
 def _hold_hami_pod(by_name: dict[str, Node], pod: Mapping[str, Any], templates: DeviceConfig,

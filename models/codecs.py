@@ -151,9 +151,31 @@ def _orphans(doc: Mapping[str, Any], key: str) -> tuple[Orphan, ...]:
     return tuple(out)
 
 
+#: Decoded annotations by their raw text, at most this many each (decoded values are frozen, so
+#: one object can serve every caller; the extender decodes the same 1,000 registrations and the
+#: same reservations on every state rebuild). Errors are not cached: they are raised again.
+DECODE_CACHE_LIMIT = 8192
+_NODE_CACHE: dict[str, NodeRegistration] = {}
+_ALLOCATION_CACHE: dict[str, PodAllocation] = {}
+
+
+def _remember(cache: dict[str, Any], raw: str, value: Any) -> None:
+    if len(cache) >= DECODE_CACHE_LIMIT:
+        cache.clear()
+    cache[raw] = value
+
+
 def decode_node(raw: str) -> NodeRegistration:
     """The registration; an instance named by a ``process`` orphan comes back held by
     :func:`orphan_holder`, every other one free."""
+    got = _NODE_CACHE.get(raw)
+    if got is None:
+        got = _decode_node(raw)
+        _remember(_NODE_CACHE, raw, got)
+    return got
+
+
+def _decode_node(raw: str) -> NodeRegistration:
     key = NODE_GPUS
     doc = _load(key, raw)
     try:
@@ -253,6 +275,14 @@ def _layout(raw: Any, key: str) -> Layout:
 
 
 def decode_allocation(raw: str) -> PodAllocation:
+    got = _ALLOCATION_CACHE.get(raw)
+    if got is None:
+        got = _decode_allocation(raw)
+        _remember(_ALLOCATION_CACHE, raw, got)
+    return got
+
+
+def _decode_allocation(raw: str) -> PodAllocation:
     key = POD_ALLOCATION
     doc = _load(key, raw)
     pod = _get(doc, "pod", str, key)

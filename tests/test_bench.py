@@ -130,3 +130,12 @@ def test_plan_command_user_errors(tmp_path: Any) -> None:
         fh.write("metadata: {name: x}\nspec: {containers: [{name: c, resources: {limits: {nvidia.com/gpu: -1}}}]}")
     with pytest.raises(DynamigError, match=r"pod\.yaml"):
         plan_cmd.run(_args(plan_cmd, ["plan", "--inventory", f["inv"], "--pod", f["pod"]]))
+
+
+def test_loadbench_places_every_request_over_http() -> None:
+    """The filter load benchmark end to end on a small cluster: warm-up, measured requests, result keys."""
+    from extender.loadbench import run_size
+
+    r = run_size(nodes=8, requests=6, concurrency=1, seed=3)
+    assert r["placed"] == 6 and r["errors"] == 0
+    assert r["gpus"] == 64 and r["p50_ms"] <= r["p99_ms"] <= r["max_ms"]

@@ -19,7 +19,7 @@ from models.types import Node
 from .context import NODE_POLICY_MULT, Context
 from .costs import PERMILLE
 from .objective import fragmentation
-from .patterns import Pattern, Radix, copies, radix, table
+from .patterns import Pattern, PatternTable, Radix, copies, radix, table
 from .reasons import explain
 from .shapes import Shape
 from .unitcost import best_unit
@@ -61,8 +61,14 @@ class Query:
     rkey: int  # per-node result key (shape without node policy)
     fkey: int  # class eligibility key (mode and type filters)
     ckey: int  # pattern-table key (the containers' requests)
+    n: tuple[int, ...] = ()  # units per container (``shape.counts``, computed once)
     units: dict[int, Pattern | None] = field(default_factory=dict, compare=False, hash=False)  # per class
     caps: dict[int, int] = field(default_factory=dict, compare=False, hash=False)  # per class: units per GPU
+    #: per class: its pattern table for this pod, or None where the class may not serve it
+    tables: dict[int, PatternTable | None] = field(default_factory=dict, compare=False, hash=False)
+    #: per (class, GPU count): see :func:`lower_bound`
+    ratios: dict[tuple[int, int], tuple[int, int, int, bool] | None] = field(default_factory=dict,
+                                                                             compare=False, hash=False)
 
 
 def make_query(ctx: Context, pod: PodRequest) -> Query:
@@ -70,7 +76,7 @@ def make_query(ctx: Context, pod: PodRequest) -> Query:
 
     shape = shape_of(pod)
     return Query(pod, shape, gpu_containers(pod), ctx.intern(shape.node_free), ctx.intern(shape.filter_key),
-                 ctx.intern(shape.containers))
+                 ctx.intern(shape.containers), shape.counts)
 
 
 def _allowed(ctx: Context, group: GpuGroup, q: Query) -> str | None:
@@ -82,8 +88,8 @@ def _allowed(ctx: Context, group: GpuGroup, q: Query) -> str | None:
     return hit  # type: ignore[no-any-return]
 
 
-def solve_node(ctx: Context, view: NodeView, q: Query) -> NodeResult:
-    """The node's best placement of the pod (cost and components include the node policy term)."""
+def _base(ctx: Context, view: NodeView, q: Query) -> NodeResult:
+    """The node's answer without the node policy term, bound to its GPUs (kept per view)."""
     res = view.results.get(q.rkey)
     if res is None:
         if q.shape.uuid_filtered:
@@ -93,6 +99,12 @@ def solve_node(ctx: Context, view: NodeView, q: Query) -> NodeResult:
         else:
             res = _shared(ctx, view, q)
         view.results[q.rkey] = res
+    return res  # type: ignore[no-any-return]
+
+
+def solve_node(ctx: Context, view: NodeView, q: Query) -> NodeResult:
+    """The node's best placement of the pod (cost and components include the node policy term)."""
+    res = _base(ctx, view, q)
     if res.cost is None:
         return res
     extra = node_cost(q.shape, view) * NODE_POLICY_MULT
@@ -101,6 +113,118 @@ def solve_node(ctx: Context, view: NodeView, q: Query) -> NodeResult:
         return res
     comps = _plus(res.comps, extra, fextra)
     return NodeResult(res.node, res.cost + extra * ctx.weights[3] + fextra * ctx.weights[2], comps, res.choice)
+
+
+def node_score(ctx: Context, view: NodeView, q: Query) -> tuple[int, int] | None:
+    """``(cost, fragmentation component)`` of :func:`solve_node`'s answer, or None where the pod
+    cannot go, without binding a shared answer to this node's GPUs: a query over 1,000 nodes ranks
+    every node but needs the placement of one (``solve_node`` on the winner gives exactly it)."""
+    res = view.results.get(q.rkey)
+    if res is not None:
+        if res.cost is None:
+            return None
+        cost, f = res.cost, res.comps[2]
+    elif q.n == (1,) and not q.shape.uuid_filtered:
+        # one unit: the first cheapest class pattern, as ``_solve`` takes it (no answer object built)
+        memo = q.units
+        best: Pattern | None = None
+        for gr in view.groups:
+            uid = gr.info.uid
+            pat = memo[uid] if uid in memo else _unit_pattern(ctx, gr, q)
+            if pat is not None and (best is None or pat.cost < best.cost):
+                best = pat
+        if best is None:
+            return None
+        cost, f = best.cost, best.comps[2]
+    else:
+        got = None if q.shape.uuid_filtered else ctx.shared.get((view.signature, q.rkey))
+        res = got[0] if got is not None else _base(ctx, view, q)
+        if res.cost is None:
+            return None
+        cost, f = res.cost, res.comps[2]
+    extra = node_cost(q.shape, view) * NODE_POLICY_MULT
+    fextra = node_frag(ctx, view, q) if ctx.host_terms else 0
+    return cost + extra * ctx.weights[3] + fextra * ctx.weights[2], f + fextra
+
+
+def _unit_pattern(ctx: Context, gr: GpuGroup, q: Query) -> Pattern | None:
+    """The class's best pattern for one unit of the pod (None: it may not or cannot serve it); kept
+    per query and class."""
+    pat = None
+    if _allowed(ctx, gr, q) is None:
+        got = best_unit(ctx, gr.info, q.containers[0], q.shape.gpu_policy)
+        pat = got[0] if got is not None else None
+    q.units[gr.info.uid] = pat
+    return pat
+
+
+def lower_bound(ctx: Context, view: NodeView, q: Query) -> tuple[int, int] | None:
+    """For a one-container pod of ``k`` units without UUID filters: ``(num, den)`` such that the
+    node's :func:`node_score` cost is at least ``num / den``, when the node is sure to be feasible
+    (so it needs no reason); None otherwise.
+
+    The per-node answer is ``min sum_g copies_g[k_g]`` over the groups (``sum k_g = k``, each
+    ``k_g`` 0 or a count ``copies_g`` has), and ``copies_g[a] >= a * r_g`` with
+    ``r_g = min_a copies_g[a] / a``, so the answer is at least ``k * min_g r_g``. Feasible for sure:
+    one group alone hosts all ``k``, or every group hosts every count up to its most and those
+    add up to ``k``. A few lookups per node, where the exact per-node solve costs tens of
+    microseconds: :func:`solve_single` skips the solve where the bound cannot beat the best so far.
+    """
+    k = q.n[0]
+    ratios = q.ratios
+    best: tuple[int, int] | None = None
+    alone = False
+    closed = True
+    total = 0
+    for i, key in enumerate(view.signature):  # (class id, GPU count) per group
+        if key in ratios:
+            got = ratios[key]
+        else:
+            got = ratios[key] = _ratio(ctx, view.groups[i], q, k, key[1])
+        if got is None:
+            continue
+        num, den, most, contiguous = got
+        alone = alone or most >= k
+        closed = closed and contiguous
+        total += most
+        if best is None or num * best[1] < best[0] * den:
+            best = (num, den)
+    if best is None or not (alone or (closed and total >= k)):
+        return None
+    extra = node_cost(q.shape, view) * NODE_POLICY_MULT * ctx.weights[3]
+    if ctx.host_terms:
+        extra += node_frag(ctx, view, q) * ctx.weights[2]
+    return k * best[0] + extra * best[1], best[1]
+
+
+def _ratio(ctx: Context, gr: GpuGroup, q: Query, k: int, m: int) -> tuple[int, int, int, bool] | None:
+    """The class's least cost per unit over ``copies`` with ``m`` GPUs (numerator, units), the most
+    units it hosts, and whether it hosts every count from 1 to that (None: it hosts none)."""
+    memo_t = q.tables
+    uid = gr.info.uid
+    if uid in memo_t:
+        t = memo_t[uid]
+    else:
+        t = None if _allowed(ctx, gr, q) is not None else \
+            table(ctx, gr.info, q.containers, q.n, q.shape.gpu_policy, q.ckey)
+        memo_t[uid] = t
+    if t is None or not t.patterns:
+        return None
+    cp = t.copies.get(m)
+    if cp is None:
+        cp = copies(t, m, radix(ctx, q.n))
+    best: tuple[int, int] | None = None
+    hosted = 0
+    for a in range(1, k + 1):
+        cell = cp[a]
+        if cell is not None:
+            hosted += 1
+            most = a
+            if best is None or cell[0] * best[1] < best[0] * a:
+                best = (cell[0], a)
+    if best is None:
+        return None
+    return best[0], best[1], most, hosted == most
 
 
 def _shared(ctx: Context, view: NodeView, q: Query) -> NodeResult:
@@ -123,7 +247,7 @@ def _shared(ctx: Context, view: NodeView, q: Query) -> NodeResult:
 
 def _solve(ctx: Context, view: NodeView, node: Node, q: Query, per_gpu: bool) -> NodeResult:
     pod, shape, containers = q.pod, q.shape, q.containers
-    n = shape.counts
+    n = q.n
     if n == (1,):  # one unit: the best single pattern over the node's classes
         best1: tuple[int, GpuGroup, Pattern] | None = None
         memo = q.units
@@ -135,14 +259,7 @@ def _solve(ctx: Context, view: NodeView, node: Node, q: Query, per_gpu: bool) ->
                 pat = got[0] if got is not None else None
             else:
                 uid = gr.info.uid
-                if uid in memo:
-                    pat = memo[uid]
-                else:
-                    pat = None
-                    if _allowed(ctx, gr, q) is None:
-                        got = best_unit(ctx, gr.info, containers[0], shape.gpu_policy)
-                        pat = got[0] if got is not None else None
-                    memo[uid] = pat
+                pat = memo[uid] if uid in memo else _unit_pattern(ctx, gr, q)
             if pat is not None and (best1 is None or pat.cost < best1[0]):
                 best1 = (pat.cost, gr, pat)
         if best1 is None:
@@ -150,21 +267,31 @@ def _solve(ctx: Context, view: NodeView, node: Node, q: Query, per_gpu: bool) ->
         return NodeResult(node.name, best1[2].cost, best1[2].comps, ((best1[1], (best1[2],)),))
     rdx = radix(ctx, n)
     usable: list[tuple[GpuGroup, Any]] = []
+    memo_t = q.tables
     for gr in view.groups:
         if per_gpu:
             if gr.info.key[-1] is False:
                 continue
             if gpu_allowed(pod, gr.gpus[0]) is not None:
                 continue
-        elif _allowed(ctx, gr, q) is not None:
-            continue
-        t = table(ctx, gr.info, containers, n, shape.gpu_policy, q.ckey)
-        if t.patterns:
+            t: PatternTable | None = table(ctx, gr.info, containers, n, shape.gpu_policy, q.ckey)
+        else:
+            uid = gr.info.uid
+            if uid in memo_t:
+                t = memo_t[uid]
+            else:
+                t = None if _allowed(ctx, gr, q) is not None else \
+                    table(ctx, gr.info, containers, n, shape.gpu_policy, q.ckey)
+                memo_t[uid] = t
+        if t is not None and t.patterns:
             usable.append((gr, t))
     cur: list[tuple[int, tuple[tuple[int, tuple[int, ...]], ...]] | None] = [None] * rdx.size
     cur[0] = (0, ())
     for gi, (gr, t) in enumerate(usable):
-        cp = copies(t, len(gr.gpus), rdx)
+        m = len(gr.gpus)
+        cp = t.copies.get(m)
+        if cp is None:
+            cp = copies(t, m, rdx)
         cur = _convolve(cur, cp, gi, rdx)
     final = cur[rdx.full]
     if final is None:
@@ -274,5 +401,5 @@ def _add(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(x + y for x, y in zip(a, b, strict=True))
 
 
-__all__ = ["NodeResult", "Query", "Radix", "make_query", "node_cost", "node_frag", "quick_costs", "reason_for",
-           "solve_node", "unit_capacity"]
+__all__ = ["NodeResult", "Query", "Radix", "lower_bound", "make_query", "node_cost", "node_frag", "node_score",
+           "quick_costs", "reason_for", "solve_node", "unit_capacity"]

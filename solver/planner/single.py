@@ -2,7 +2,8 @@
 
 Nodes are independent once the pod's node is fixed (all units on one node), so the lexicographic
 optimum over the cluster is the best of the per-node optima. Per-node answers are cached by node
-identity and pod shape, so a query after a placement re-solves only the node that changed.
+identity and pod shape, so a query after a placement re-solves only the node that changed; nodes are
+ranked by cost alone and only the winner's answer is bound to its GPUs (``nodesolve.node_score``).
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from models.requests import PodRequest
 from models.types import ClusterState
 
 from .context import Context
-from .nodesolve import NodeResult, make_query, reason_for, solve_node, unit_capacity
-from .views import node_view
+from .nodesolve import NodeResult, lower_bound, make_query, node_score, reason_for, solve_node, unit_capacity
+from .views import NodeView, node_view
 
 
 @dataclass
@@ -47,45 +48,54 @@ def solve_single(ctx: Context, state: ClusterState, pod: PodRequest, names: list
     q = make_query(ctx, pod)
     quantum = ctx.config.tie_quantum
     wf = ctx.weights[2]
+    exact = quantum == 1 or not wf
 
-    def key(r: NodeResult) -> int:
-        assert r.cost is not None
-        if quantum == 1 or not wf:
-            return r.cost
-        f = r.comps[2]
-        return r.cost + ((f + quantum // 2) // quantum * quantum - f) * wf
+    def key(score: tuple[int, int]) -> int:
+        cost, f = score
+        if exact:
+            return cost
+        return cost + ((f + quantum // 2) // quantum * quantum - f) * wf
 
     # multi-unit, one container, no UUID filter: skip nodes that cannot hold that many units
     # (from 3 units: a 2-unit pod fits almost every node, and the check would cost more than it saves)
-    need = q.shape.counts[0] if len(q.containers) == 1 and q.shape.counts[0] > 2 and not q.shape.uuid_filtered else 0
-    exact = quantum == 1 or not wf
-    best: NodeResult | None = None
+    need = q.n[0] if len(q.containers) == 1 and q.n[0] > 2 and not q.shape.uuid_filtered else 0
+    host = bool(pod.cpu_milli or pod.host_memory_mib)  # else every node's host check passes
+    # several units of one container: skip the exact solve of a node whose lower bound cannot beat
+    # the best so far (it comes later, so a tie keeps the best; it is feasible, so it needs no reason)
+    prune = exact and len(q.containers) == 1 and q.n[0] > 1 and not q.shape.uuid_filtered
+    best: NodeView | None = None
+    best_key = 0
     reasons: list[tuple[str, str]] = []
     expired = False
     for i, name in enumerate(names):
         node = state.node(name)
-        host_why = node.host_fit_problem(pod.cpu_milli, pod.host_memory_mib)
-        if host_why is not None:
-            if explain:
-                reasons.append((name, host_why))
-            continue
+        if host:
+            host_why = node.host_fit_problem(pod.cpu_milli, pod.host_memory_mib)
+            if host_why is not None:
+                if explain:
+                    reasons.append((name, host_why))
+                continue
         view = node_view(ctx, node)
         if need and unit_capacity(ctx, view, q) < need:
             if explain:
                 reasons.append((name, reason_for(ctx, view, q)))
             continue
-        res = solve_node(ctx, view, q)
-        if res.cost is None:
+        if prune and best is not None and q.rkey not in view.results:
+            lb = lower_bound(ctx, view, q)
+            if lb is not None and lb[0] >= best_key * lb[1]:
+                continue
+        score = node_score(ctx, view, q)
+        if score is None:
             if explain:
                 reasons.append((name, reason_for(ctx, view, q)))
-        elif best is None or (res.cost < best.cost if exact else key(res) < key(best)):  # type: ignore[operator]
-            best = res
+        elif best is None or key(score) < best_key:
+            best, best_key = view, key(score)
             if expired:
-                return SingleOutcome(best, reasons, False, True)
+                return SingleOutcome(solve_node(ctx, best, q), reasons, False, True)
         if not expired and time.perf_counter() > deadline and i + 1 < len(names):
             expired = True
             if best is not None:
                 rest = names[i + 1:]
                 reasons.extend((n, "not evaluated: the planning time budget ran out") for n in rest)
-                return SingleOutcome(best, reasons, False, False)
-    return SingleOutcome(best, reasons, not expired, False)
+                return SingleOutcome(solve_node(ctx, best, q), reasons, False, False)
+    return SingleOutcome(None if best is None else solve_node(ctx, best, q), reasons, not expired, False)
