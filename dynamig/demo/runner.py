@@ -339,15 +339,17 @@ class Demo:
             else:
                 checker.check(result.violations, now)  # everything since the last departure
                 self.finish(running.pop(item))
-                resolve(now)
                 # A pod finished: kube-scheduler moves the unschedulable pods back, oldest first; one
                 # still in backoff is retried when its backoff ends.
-                for name, p in list(pending.items()):
-                    if backoff.ready(name, now):
-                        retry(p, now)
-                    elif name not in in_backoff:
+                ready = [p for name, p in pending.items() if backoff.ready(name, now)]
+                for name in pending:
+                    if not backoff.ready(name, now) and name not in in_backoff:
                         in_backoff.add(name)
                         heapq.heappush(events, (backoff.until(name), next(seq), "retry", name))
+                if ready:
+                    resolve(now)
+                for p in ready:
+                    retry(p, now)
             done += 1
             if progress:
                 progress(done)
