@@ -149,8 +149,8 @@ def plot_latency(rows: Sequence[Mapping[str, Any]], title: str = "", path: str |
 
 def plot_capacity(results: Sequence[Any], target_pct: float, title: str = "", path: str | Path | None = None) -> Any:
     """Unplaced pods (%) vs GPUs (node count × GPUs per node), one panel per node kind, one line per
-    policy; each policy's fewest nodes meeting the target is a large marker, labelled with the node
-    count in the legend. ``results``: :class:`solver.whatif.capacity.CapacityResult`."""
+    policy; each policy's fewest nodes meeting the target is a large open marker (nested when several
+    meet it at the same count), labelled with the node count in the legend. ``results``: :class:`solver.whatif.capacity.CapacityResult`."""
     plt = _plt()
     kinds: list[Any] = []
     for r in results:
@@ -169,15 +169,16 @@ def plot_capacity(results: Sequence[Any], target_pct: float, title: str = "", pa
             ax.plot([x * g for x in xs], ys, lw=1.4, ms=4, label=f"{r.policy}: {found}", **st)
             if r.nodes is not None:
                 y = next((p.unplaced_pct for p in r.points if p.nodes == r.nodes), target_pct)
-                ax.plot([r.nodes * g], [y], marker=st["marker"], ms=11, mfc="none", mew=2, color=st["color"],
-                        ls="none")
+                # shrinking sizes: policies that meet the target at the same count stay visible, nested
+                ax.plot([r.nodes * g], [y], marker=st["marker"], ms=max(6.0, 14 - 3 * i), mfc="none", mew=2,
+                        color=st["color"], ls="none")
         ax.axhline(target_pct, color="grey", ls="--", lw=1)
         ax.text(0.01, target_pct, f"target {target_pct:g} %", transform=ax.get_yaxis_transform(), ha="left",
                 va="bottom", fontsize=8, color="grey")
         ax.set_title(kind.label, fontsize=10)
         ax.set_xlabel("GPUs (nodes × GPUs per node)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="upper right", title="fewest nodes at the target (circled)",
+        ax.legend(fontsize=8, loc="upper right", title="fewest nodes at the target (large open marker)",
                   title_fontsize=7)
     for k in range(len(kinds), nrows * cols):
         axes[k // cols][k % cols].set_visible(False)
