@@ -150,7 +150,8 @@ def plot_latency(rows: Sequence[Mapping[str, Any]], title: str = "", path: str |
 def plot_capacity(results: Sequence[Any], target_pct: float, title: str = "", path: str | Path | None = None) -> Any:
     """Unplaced pods (%) vs GPUs (node count × GPUs per node), one panel per node kind, one line per
     policy; each policy's fewest nodes meeting the target is a large open marker (nested when several
-    meet it at the same count), labelled with the node count in the legend. ``results``: :class:`solver.whatif.capacity.CapacityResult`."""
+    meet it at the same count), labelled with the node count in the legend. ``results``:
+    :class:`solver.whatif.capacity.CapacityResult`."""
     plt = _plt()
     kinds: list[Any] = []
     for r in results:
