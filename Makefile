@@ -67,7 +67,9 @@ proto-check: $(STAMP)
 	  diff -u $$f $$tmp/$$f >/dev/null || { echo "$$f is stale: run 'make proto'" >&2; exit 1; }; \
 	done && echo "proto stubs up to date"
 
-# What-if and benchmark notebooks in their full configuration (minutes); their plots go to docs/.
+# What-if and benchmark notebooks in their full configuration; their plots go to docs/. The capacity
+# what-if is the slow one (more than 25 minutes on a shared 2-core machine); one notebook alone:
+# make notebooks NOTEBOOKS=notebooks/live_cluster.ipynb (seconds: it plots docs/churn/*.json).
 # DYNAMIG_NB_SMALL=1 runs the small configuration (what tests/test_notebooks.py does).
 NOTEBOOKS := notebooks/capacity_whatif.ipynb notebooks/solver_benchmark.ipynb notebooks/live_cluster.ipynb
 

@@ -137,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
                     extender_port=args.port if args.serve else 0,
                     metrics_port=args.metrics_port if args.serve else 0, lookahead=args.lookahead)
         say(f"dynamig demo: cluster up in {time.perf_counter() - t0:.1f} s; replaying {len(specs)} pods "
-            f"(seed {args.seed}) in simulated time, invariants checked after every event")
+            f"(seed {args.seed}) in simulated time, invariants checked before every departure")
         with Progress(2 * len(specs), "dynamig demo: events (pod arrivals + departures)", "event") as bar:
             result = demo.run(specs, progress=bar.update_to)
         doc = result.to_json()

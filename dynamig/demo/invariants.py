@@ -1,10 +1,15 @@
-"""Invariants the demo checks after every event, reported as violations (never asserted silently):
+"""Invariants the demo checks before every departure, after an allocation failure and at the end,
+reported as violations (never asserted silently). Between two departures the cluster only gains
+(binds, instances cut for them, processes started), so whatever a bind breaks below still shows at
+the next check: checking after every bind as well found nothing more, at twice the cost.
 
 - the state rebuilt from the API (node registrations + pod allocations) has no conflict;
 - every held MIG instance exists on the simulated GPU and is held by exactly one running pod;
-- every running process sits on an existing MIG instance, and no GPU's layout changed under a process
-  that was running before and still runs: its instance keeps its UUID, profile and placement (a
-  partial change of a busy GPU on an nvml node passes; re-cutting it does not);
+- every running process sits on an existing MIG instance (a re-cut instance gets a new UUID, so a
+  process started since the last check whose instance was re-cut shows here), and no GPU's layout
+  changed under a process that was running at the last check and still runs: its instance keeps its
+  UUID, profile and placement (a partial change of a busy GPU on an nvml node passes; re-cutting
+  it does not);
 - hami-core GPUs stay within memory, cores and split limits;
 - the metrics endpoint reports what the state says (per-GPU unit counts and MIG instance slots).
 """

@@ -29,6 +29,7 @@ from models.signing import Keyring
 from models.store import InMemoryStore
 from models.types import NodeMode
 
+from .backoff import Backoff
 from .extender_client import ExtenderClient, ExtenderError
 from .invariants import InvariantChecker, StoreMirror
 from .kubelet import AllocationFailed, KubeletSim
@@ -144,7 +145,7 @@ class Demo:
             # executable, which tests/test_migparted.py runs): an apply then costs no interpreter start.
             config = AgentConfig(mode=n.mode, split=n.split, hook_path=hook, applier=n.applier,
                                  config_dir=os.path.join(base, "mig-parted"),
-                                 device_config=self.inventory.templates, poll_s=0.1, allocation_keys=keys)
+                                 device_config=self.inventory.templates, allocation_keys=keys)
             runner = InProcessMigParted(config.migparted_timeout_s, backend.migparted_env(), config.migparted_debug)
             agent = NodeAgent(n.name, backend, self.store, kubelet.plugin_dir,
                               config=config, runner=runner)
@@ -241,11 +242,27 @@ class Demo:
         result = DemoResult(pods=len(specs))
         checker = InvariantChecker(self.store, self.backends, self.server.metrics_url if self.server else None,
                                    mirror=self.mirror)
+        la = self.extender.lookahead
+        if la is not None and not pace:
+            # Replaying simulated time as fast as it goes, the demo re-solves itself (resolve below,
+            # every min_interval_s of simulated time); the extender's real-time background loop would
+            # only solve the same queue again, competing for the CPU. --serve's live rounds keep it.
+            la.stop()
+        try:
+            return self._replay(specs, result, checker, t0, sim0, progress, pace)
+        finally:
+            if la is not None and not pace and self.server is not None:
+                la.start()
+
+    def _replay(self, specs: list[PodSpec], result: DemoResult, checker: InvariantChecker, t0: float,
+                sim0: float, progress: Callable[[int], None] | None, pace: float | None) -> DemoResult:
         events: list[tuple[float, int, str, Any]] = []
         seq = itertools.count()
         for s in specs:
             heapq.heappush(events, (s.arrival, next(seq), "arrive", s))
-        pending: list[PodSpec] = []
+        pending: dict[str, PodSpec] = {}  # oldest first
+        backoff = Backoff()
+        in_backoff: set[str] = set()  # pending pods with a "retry" event queued at their backoff's end
         retries: Counter[str] = Counter()
         running: dict[str, _Running] = {}
         durations = {s.name: s.duration for s in specs}
@@ -280,11 +297,30 @@ class Demo:
             running[name] = run
             result.placed += 1
             heapq.heappush(events, (now + durations[name], next(seq), "depart", name))
-            checker.check(result.violations, now)
-            return True
+            return True  # checked before the next departure (see InvariantChecker)
+
+        def retry(spec: PodSpec, now: float) -> None:
+            if attempt(spec, now):
+                pending.pop(spec.name, None)
+                backoff.forget(spec.name)
+            else:
+                pending[spec.name] = spec
+                backoff.failed(spec.name, now)
+
+        last_solve = -float("inf")
+
+        def resolve(now: float) -> None:
+            nonlocal last_solve
+            la = self.extender.lookahead
+            if pending and la is not None and now - last_solve >= la.settings.min_interval_s:
+                # In a cluster the lookahead loop re-solves in the background, at most every
+                # min_interval_s, while pods wait out their backoff; the demo replays time as fast as
+                # it can, so it runs that re-solve here (at most every min_interval_s of simulated
+                # time), before the retries.
+                la.run_once()
+                last_solve = now
 
         done = 0
-        last_solve = -float("inf")
         while events:
             now, _, kind, item = heapq.heappop(events)
             if pace:
@@ -293,24 +329,27 @@ class Demo:
                     time.sleep(delay)
             if kind == "arrive":
                 self.store.create_pod(item.manifest)
-                if not attempt(item, now):
-                    pending.append(item)
+                retry(item, now)
+            elif kind == "retry":  # a pending pod's backoff ended after an event moved it
+                in_backoff.discard(item)
+                if item in pending:
+                    resolve(now)
+                    retry(pending[item], now)
+                continue  # not an arrival or a departure: no progress
             else:
+                checker.check(result.violations, now)  # everything since the last departure
                 self.finish(running.pop(item))
-                checker.check(result.violations, now)
-                la = self.extender.lookahead
-                if pending and la is not None and now - last_solve >= la.settings.min_interval_s:
-                    # In a cluster the queue waits seconds between retries while the lookahead loop
-                    # re-solves in the background, at most every min_interval_s; the demo replays time
-                    # as fast as it can, so it runs that re-solve here (at most every min_interval_s of
-                    # simulated time), before the retries.
-                    la.run_once()
-                    last_solve = now
-                still: list[PodSpec] = []
-                for p in pending:  # a pod finished: retry the pending ones, oldest first
-                    if not attempt(p, now):
-                        still.append(p)
-                pending = still
+                # A pod finished: kube-scheduler moves the unschedulable pods back, oldest first; one
+                # still in backoff is retried when its backoff ends.
+                ready = [p for name, p in pending.items() if backoff.ready(name, now)]
+                for name in pending:
+                    if not backoff.ready(name, now) and name not in in_backoff:
+                        in_backoff.add(name)
+                        heapq.heappush(events, (backoff.until(name), next(seq), "retry", name))
+                if ready:
+                    resolve(now)
+                for p in ready:
+                    retry(p, now)
             done += 1
             if progress:
                 progress(done)

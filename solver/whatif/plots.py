@@ -22,12 +22,22 @@ STYLES = {
     "hami-legacy": ("tab:orange", "--", "s"),
     "hami-v210": ("tab:green", "-.", "^"),
     "bestfit": ("tab:red", ":", "D"),
+    "dra-firstfit": ("tab:purple", (0, (5, 1, 1, 1)), "v"),
 }
 _EXTRA = (("tab:purple", "-", "v"), ("tab:brown", "--", "P"), ("tab:pink", "-.", "X"), ("tab:gray", ":", "*"))
 
 
-def style(policy: str, i: int = 0) -> dict[str, Any]:
-    color, ls, marker = STYLES.get(policy, _EXTRA[i % len(_EXTRA)])
+#: A ``variant/policy`` label (e.g. ``any/dynamig``) keeps the policy's colour and marker; the
+#: variant sets the line style, so the same policy under two variants reads as a pair.
+VARIANT_LS = ("-", "--", ":", "-.")
+
+
+def style(policy: str, i: int = 0, variants: Sequence[str] = ()) -> dict[str, Any]:
+    variant, _, name = policy.rpartition("/")
+    color, ls, marker = STYLES.get(name, _EXTRA[i % len(_EXTRA)])
+    if variant:
+        k = list(variants).index(variant) if variant in variants else 0
+        ls = VARIANT_LS[k % len(VARIANT_LS)]
     return {"color": color, "ls": ls, "marker": marker}
 
 
@@ -77,6 +87,7 @@ def plot_unallocated(docs: Mapping[str, Mapping[str, Any]], keys: Sequence[str] 
         return {int(x): float(v) for x, v in med.items() if int(x) >= lo and v is not None}
 
     handles: list[Any] = []
+    variants = list(dict.fromkeys(label.rpartition("/")[0] for label in docs if "/" in label))
     for col, key in enumerate(keys):
         ax = axes[0][col]
         base = series(docs[versus], key) if rows == 2 and versus is not None else {}
@@ -85,10 +96,10 @@ def plot_unallocated(docs: Mapping[str, Mapping[str, Any]], keys: Sequence[str] 
             xs = sorted(pts)
             if not xs:
                 continue
-            st = style(label, i)
+            st = style(label, i, variants)
             every = max(1, len(xs) // 8)
-            (h,) = ax.plot(xs, [pts[x] for x in xs], label=label, lw=1.6, ms=5, markevery=(i % every, every),
-                           **st)
+            (h,) = ax.plot(xs, [pts[x] for x in xs], label=label, lw=1.6, ms=5, mfc="none", mew=1.3,
+                           markevery=(i % every, every), **st)
             if col == 0:
                 handles.append(h)
             if rows == 2 and label != versus:
@@ -102,11 +113,13 @@ def plot_unallocated(docs: Mapping[str, Mapping[str, Any]], keys: Sequence[str] 
             axes[1][col].set_ylabel(f"minus {versus} (pp)")
             axes[1][col].grid(alpha=0.3)
         axes[-1][col].set_xlabel("arrived GPU load (% of capacity)")
-    fig.legend(handles=handles, loc="lower center", ncol=max(1, len(handles)), fontsize=8, frameon=False,
+    ncol = min(len(handles), 4) if len(handles) > 5 else max(1, len(handles))
+    legend_rows = -(-len(handles) // ncol) if handles else 1
+    fig.legend(handles=handles, loc="lower center", ncol=ncol, fontsize=8, frameon=False,
                bbox_to_anchor=(0.5, 0.0))
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    fig.tight_layout(rect=(0, 0.035 + 0.035 * legend_rows / rows, 1, 1))
     out = _save(fig, path)
     plt.close(fig)
     return out
@@ -136,8 +149,9 @@ def plot_latency(rows: Sequence[Mapping[str, Any]], title: str = "", path: str |
 
 def plot_capacity(results: Sequence[Any], target_pct: float, title: str = "", path: str | Path | None = None) -> Any:
     """Unplaced pods (%) vs GPUs (node count × GPUs per node), one panel per node kind, one line per
-    policy; each policy's fewest nodes meeting the target is a large marker, labelled with the node
-    count in the legend. ``results``: :class:`solver.whatif.capacity.CapacityResult`."""
+    policy; each policy's fewest nodes meeting the target is a large open marker (nested when several
+    meet it at the same count), labelled with the node count in the legend. ``results``:
+    :class:`solver.whatif.capacity.CapacityResult`."""
     plt = _plt()
     kinds: list[Any] = []
     for r in results:
@@ -156,15 +170,16 @@ def plot_capacity(results: Sequence[Any], target_pct: float, title: str = "", pa
             ax.plot([x * g for x in xs], ys, lw=1.4, ms=4, label=f"{r.policy}: {found}", **st)
             if r.nodes is not None:
                 y = next((p.unplaced_pct for p in r.points if p.nodes == r.nodes), target_pct)
-                ax.plot([r.nodes * g], [y], marker=st["marker"], ms=11, mfc="none", mew=2, color=st["color"],
-                        ls="none")
+                # shrinking sizes: policies that meet the target at the same count stay visible, nested
+                ax.plot([r.nodes * g], [y], marker=st["marker"], ms=max(6.0, 14 - 3 * i), mfc="none", mew=2,
+                        color=st["color"], ls="none")
         ax.axhline(target_pct, color="grey", ls="--", lw=1)
         ax.text(0.01, target_pct, f"target {target_pct:g} %", transform=ax.get_yaxis_transform(), ha="left",
                 va="bottom", fontsize=8, color="grey")
         ax.set_title(kind.label, fontsize=10)
         ax.set_xlabel("GPUs (nodes × GPUs per node)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="upper right", title="fewest nodes at the target (circled)",
+        ax.legend(fontsize=8, loc="upper right", title="fewest nodes at the target (large open marker)",
                   title_fontsize=7)
     for k in range(len(kinds), nrows * cols):
         axes[k // cols][k % cols].set_visible(False)
