@@ -243,10 +243,9 @@ class Lookahead:
         return got
 
     def _around(self, batch: BatchPlan, state: ClusterState, key: str) -> ClusterState:
-        """:func:`reserved_for_queue`, kept for the last (plan, state) pair: for every pod outside the
-        queue it is the same state, and filters of such pods come many per re-solve."""
-        if key in batch.queue:
-            return reserved_for_queue(batch, state, self.requests, self.templates, key)
+        """:func:`reserved_for_queue`, kept for the last (plan, state) pair. It is asked only for pods
+        the plan does not place (:func:`needs_reservation`), for which the excepted key is a no-op,
+        so one result serves every such filter on the same state, queued or not."""
         cached = self._soft
         if cached is not None and cached[0] is batch and cached[1] is state:
             return cached[2]

@@ -111,11 +111,13 @@ def apply_plan(state: ClusterState, plan: Plan, requests: Mapping[str, PodReques
         if pl.placed and pl.node is not None and req is not None and (req.cpu_milli or req.host_memory_mib):
             host.setdefault(pl.node, []).append(HostUsage(pl.pod, req.cpu_milli, req.host_memory_mib))
     touched_nodes = {n for n, _ in changes} | {n for n, _ in by_gpu} | set(host)
-    nodes: list[Node] = []
-    for node in state.nodes:
-        if node.name not in touched_nodes:
-            nodes.append(node)
-            continue
+    # Only the touched nodes are rebuilt (O(touched), the index shared): at 1,000 nodes a plan for
+    # one pod no longer walks every node (the lookahead applies up to 63 of them per filter).
+    new: dict[str, Node] = {}
+    for name in touched_nodes:
+        if not state.has_node(name):
+            continue  # trusting: a unit on an unknown node is dropped, as before
+        node = state.node(name)
         gpus: list[Gpu] = []
         for gpu in node.gpus:
             key = (node.name, gpu.uuid)
@@ -126,8 +128,8 @@ def apply_plan(state: ClusterState, plan: Plan, requests: Mapping[str, PodReques
             if units:
                 gpu = _hold(gpu, units)
             gpus.append(gpu)
-        nodes.append(replace(node, gpus=tuple(gpus), host=node.host + tuple(host.get(node.name, ()))))
-    return state.with_nodes(tuple(nodes))
+        new[name] = replace(node, gpus=tuple(gpus), host=node.host + tuple(host.get(node.name, ())))
+    return state.with_replaced(new)
 
 
 def _grow(gpu: Gpu, layout: Layout) -> Gpu:

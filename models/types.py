@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
@@ -170,6 +171,25 @@ class ClusterState:
 
     def with_nodes(self, nodes: tuple[Node, ...]) -> ClusterState:
         return ClusterState(nodes, self.layouts_any)
+
+    def with_replaced(self, changed: Mapping[str, Node]) -> ClusterState:
+        """This state with the nodes named in ``changed`` replaced (same names, same order): one
+        tuple copy and the name index shared, not rebuilt, so a plan touching a few of 1,000 nodes
+        costs O(touched). ``self`` when nothing changes. Equals ``with_nodes`` of the same tuple."""
+        if not changed:
+            return self
+        if len(self._index) != len(self.nodes):  # duplicate names: positions are ambiguous
+            return self.with_nodes(tuple(changed.get(n.name, n) for n in self.nodes))
+        nodes = list(self.nodes)
+        for name, node in changed.items():
+            if node.name != name:
+                raise ValueError(f"with_replaced: node {node.name!r} given for {name!r}")
+            nodes[self._index[name]] = node  # KeyError: not a node of this state
+        out = object.__new__(ClusterState)
+        object.__setattr__(out, "nodes", tuple(nodes))
+        object.__setattr__(out, "layouts_any", self.layouts_any)
+        object.__setattr__(out, "_index", self._index)  # never mutated after construction
+        return out
 
 
 def gpu_uuid(node: str, index: int) -> str:

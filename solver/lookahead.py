@@ -22,12 +22,13 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from functools import cached_property
 from typing import Any
 
 from models.plan import LayoutChange, Plan, PodPlacement, apply_plan
 from models.requests import PodRequest
 from models.templates import DeviceConfig
-from models.types import ClusterState
+from models.types import ClusterState, Node
 from models.validate import validate
 
 #: ``plan(state, pod, config, pending, nodes) -> Plan`` (``solver.plan``'s signature).
@@ -65,8 +66,15 @@ class BatchPlan:
     def placed(self) -> tuple[str, ...]:
         return tuple(p.pod for p in self.plan.placements if p.placed)
 
+    @cached_property
+    def _by_pod(self) -> dict[str, PodPlacement]:
+        out: dict[str, PodPlacement] = {}
+        for p in self.plan.placements:
+            out.setdefault(p.pod, p)  # the first, as a scan would find
+        return out
+
     def placement(self, key: str) -> PodPlacement | None:
-        return next((p for p in self.plan.placements if p.pod == key), None)
+        return self._by_pod.get(key)
 
 
 def solve_queue(plan_fn: PlanFn, config: Any, state: ClusterState, queue: Sequence[PodRequest],
@@ -136,19 +144,32 @@ def answer_from(batch: BatchPlan | None, request: PodRequest, state: ClusterStat
 def reserved_for_queue(batch: BatchPlan | None, state: ClusterState, requests: Mapping[str, PodRequest],
                        templates: DeviceConfig, except_key: str) -> ClusterState:
     """``state`` with the batch plan's placements of the other queued pods applied, in queue order,
-    each only if it still holds (so a stale plan reserves only what is still there)."""
+    each only if it still holds (so a stale plan reserves only what is still there).
+
+    For a pod the batch plan does not place (the only pods :func:`needs_reservation` asks for),
+    ``except_key`` changes nothing: the result is a function of (batch plan, ``state``) alone.
+    Each pod is checked and applied on a small state of just its nodes as reserved so far (validation
+    and ``apply_plan`` read only the plan's nodes), and the full state is rebuilt once at the end:
+    O(queue · touched), not O(queue · nodes).
+    """
     if batch is None:
         return state
-    out = state
+    reserved: dict[str, Node] = {}
     for key in batch.queue:
         req = requests.get(key)
-        if key == except_key or req is None:
+        pl = batch.placement(key)
+        if key == except_key or req is None or pl is None or not pl.placed:
             continue
-        sub = sub_plan(batch, key, out)
-        if sub is None or validate(out, sub, {key: req}, templates):
+        names = dict.fromkeys([*(u.node for u in pl.units), *((pl.node,) if pl.node is not None else ())])
+        view = ClusterState(tuple(reserved.get(n) or state.node(n) for n in names if state.has_node(n)),
+                            state.layouts_any)
+        sub = sub_plan(batch, key, view)
+        if sub is None or validate(view, sub, {key: req}, templates):
             continue
-        out = apply_plan(out, sub, {key: req})
-    return out
+        for node in apply_plan(view, sub, {key: req}).nodes:
+            if node is not (reserved.get(node.name) or state.node(node.name)):
+                reserved[node.name] = node
+    return state.with_replaced(reserved)
 
 
 def needs_reservation(batch: BatchPlan | None, key: str) -> bool:

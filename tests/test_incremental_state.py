@@ -327,3 +327,95 @@ def test_decode_errors_are_raised_every_time() -> None:
         with pytest.raises(CodecError):
             decode_node('{"v":1,"mode":"mig","gpus":[{"uuid":3}]}')
     assert '{"v":1,"mode":"mig","gpus":[{"uuid":3}]}' not in codecs_mod._NODE_CACHE
+
+
+# ---------------------------------------------------------------- lookahead reservations (issue 13)
+def reference_apply(state: ClusterState, p: Plan, requests: Any = None) -> ClusterState:
+    """``apply_plan`` as it was: every node walked, a fresh state (and name index) built."""
+    from models.plan import _grow, _hold
+    from models.types import HostUsage
+
+    changes = {(c.node, c.gpu): c for c in p.layout_changes}
+    by_gpu: dict[tuple[str, str], list[Any]] = {}
+    for u in p.units():
+        by_gpu.setdefault((u.node, u.gpu), []).append(u)
+    host: dict[str, list[HostUsage]] = {}
+    for pl in p.placements:
+        req = requests.get(pl.pod) if requests is not None else None
+        if pl.placed and pl.node is not None and req is not None and (req.cpu_milli or req.host_memory_mib):
+            host.setdefault(pl.node, []).append(HostUsage(pl.pod, req.cpu_milli, req.host_memory_mib))
+    touched = {n for n, _ in changes} | {n for n, _ in by_gpu} | set(host)
+    nodes = []
+    for node in state.nodes:
+        if node.name not in touched:
+            nodes.append(node)
+            continue
+        gpus = []
+        for gpu in node.gpus:
+            key = (node.name, gpu.uuid)
+            if key in changes:
+                ch = changes[key]
+                gpu = _grow(gpu, ch.layout) if ch.incremental else gpu.with_layout(ch.layout)
+            if by_gpu.get(key):
+                gpu = _hold(gpu, by_gpu[key])
+            gpus.append(gpu)
+        nodes.append(replace(node, gpus=tuple(gpus), host=node.host + tuple(host.get(node.name, ()))))
+    return ClusterState(tuple(nodes), state.layouts_any)
+
+
+def reference_reserved(batch: Any, state: ClusterState, requests: Any, except_key: str) -> ClusterState:
+    """``reserved_for_queue`` as it was: each queued pod's sub-plan checked and applied on the full state."""
+    from solver.lookahead import sub_plan
+
+    out = state
+    for key in batch.queue:
+        req = requests.get(key)
+        if key == except_key or req is None:
+            continue
+        sub = sub_plan(batch, key, out)
+        if sub is None or validate(out, sub, {key: req}, TEMPLATES):
+            continue
+        out = reference_apply(out, sub, {key: req})
+    return out
+
+
+def same_state(a: ClusterState, b: ClusterState) -> None:
+    assert a == b
+    for n in b.nodes:  # the shared index finds every node where a rebuilt one would
+        assert a.node(n.name) is a.nodes[[m.name for m in a.nodes].index(n.name)]
+        assert a.node(n.name) == n
+
+
+@SETTINGS
+@given(seed=st.integers(0, 10_000), queued=st.integers(2, 6), stale=st.integers(0, 4))
+def test_reserved_state_equals_the_full_state_walk(seed: int, queued: int, stale: int) -> None:
+    """The O(touched) reservation (small per-pod states, one rebuild, shared index) equals applying
+    each still-valid sub-plan on the whole state, on fresh and stale batch plans; for a pod the plan
+    leaves waiting the excepted key changes nothing (so the extender keeps one result per state)."""
+    from solver.lookahead import needs_reservation, reserved_for_queue, solve_queue
+
+    rng = random.Random(seed)
+    state = build_cluster(6, 2, seed)
+    reqs = [random_pod(rng, f"l{i}") for i in range(queued)]
+    reqs = [replace(r, cpu_milli=rng.choice((0, 500))) for r in reqs]
+    batch = solve_queue(plan, PlannerConfig(time_budget_ms=200), state, reqs, 0, 0.0)
+    assert batch is not None
+    by_key = {r.key: r for r in reqs}
+    live = state
+    for i in range(stale):  # the cluster moved on since the plan: intruders placed, pods released
+        intruder = random_pod(rng, f"x{i}")
+        got = plan(live, intruder, PlannerConfig())
+        if got.placed:
+            assert validate(live, got, {intruder.key: intruder}, TEMPLATES) == []
+            fast, slow = apply_plan(live, got), reference_apply(live, got)
+            same_state(fast, slow)
+            live = fast
+        if rng.random() < 0.5:
+            live = release_pod(live, f"bench/fill-node-{rng.randrange(6):04d}-{rng.randrange(2)}")
+    for except_key in [*batch.queue, "t/none"]:
+        want = reference_reserved(batch, live, by_key, except_key)
+        got_state = reserved_for_queue(batch, live, by_key, TEMPLATES, except_key)
+        same_state(got_state, want)
+        assert (got_state is live) == (want is live)
+        if needs_reservation(batch, except_key) or except_key == "t/none":
+            same_state(got_state, reserved_for_queue(batch, live, by_key, TEMPLATES, "t/none"))
