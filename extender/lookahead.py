@@ -249,7 +249,8 @@ class Lookahead:
         cached = self._soft
         if cached is not None and cached[0] is batch and cached[1] is state:
             return cached[2]
-        soft = reserved_for_queue(batch, state, self.requests, self.templates, key)
+        soft = reserved_for_queue(batch, state, self.requests, self.templates, key,
+                                  cached[2] if cached is not None else None)
         self._soft = (batch, state, soft)
         return soft
 

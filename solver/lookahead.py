@@ -142,7 +142,8 @@ def answer_from(batch: BatchPlan | None, request: PodRequest, state: ClusterStat
 
 
 def reserved_for_queue(batch: BatchPlan | None, state: ClusterState, requests: Mapping[str, PodRequest],
-                       templates: DeviceConfig, except_key: str) -> ClusterState:
+                       templates: DeviceConfig, except_key: str,
+                       previous: ClusterState | None = None) -> ClusterState:
     """``state`` with the batch plan's placements of the other queued pods applied, in queue order,
     each only if it still holds (so a stale plan reserves only what is still there).
 
@@ -151,6 +152,10 @@ def reserved_for_queue(batch: BatchPlan | None, state: ClusterState, requests: M
     Each pod is checked and applied on a small state of just its nodes as reserved so far (validation
     and ``apply_plan`` read only the plan's nodes), and the full state is rebuilt once at the end:
     O(queue · touched), not O(queue · nodes).
+
+    ``previous`` (an earlier result): a reserved node equal to its node there is that (frozen, equal)
+    object, so the per-pod planner's caches, keyed by node identity, stay warm for the reservations
+    a new live state did not change (the live state moves on by one reservation per filter).
     """
     if batch is None:
         return state
@@ -169,6 +174,11 @@ def reserved_for_queue(batch: BatchPlan | None, state: ClusterState, requests: M
         for node in apply_plan(view, sub, {key: req}).nodes:
             if node is not (reserved.get(node.name) or state.node(node.name)):
                 reserved[node.name] = node
+    if previous is not None:
+        for name, node in reserved.items():
+            old = previous.node(name) if previous.has_node(name) else None
+            if old is not None and old is not node and old == node:
+                reserved[name] = old
     return state.with_replaced(reserved)
 
 

@@ -419,3 +419,10 @@ def test_reserved_state_equals_the_full_state_walk(seed: int, queued: int, stale
         assert (got_state is live) == (want is live)
         if needs_reservation(batch, except_key) or except_key == "t/none":
             same_state(got_state, reserved_for_queue(batch, live, by_key, TEMPLATES, "t/none"))
+    # across live states, equal reserved nodes are the previous result's objects, and nothing else
+    first = reserved_for_queue(batch, state, by_key, TEMPLATES, "t/none")
+    again = reserved_for_queue(batch, live, by_key, TEMPLATES, "t/none", previous=first)
+    same_state(again, reference_reserved(batch, live, by_key, "t/none"))
+    for n in again.nodes:
+        if n is not live.node(n.name):
+            assert (n is first.node(n.name)) == (n == first.node(n.name))
