@@ -426,3 +426,23 @@ def test_reserved_state_equals_the_full_state_walk(seed: int, queued: int, stale
     for n in again.nodes:
         if n is not live.node(n.name):
             assert (n is first.node(n.name)) == (n == first.node(n.name))
+
+
+def test_with_replaced_is_with_nodes_of_the_same_tuple() -> None:
+    import pytest
+
+    state = build_cluster(5, 2, 3)
+    pod = random_pod(random.Random(3), "w")
+    got = plan(state, pod, PlannerConfig())
+    assert got.placed
+    name = got.primary.node if got.primary is not None else ""
+    new = apply_plan(state, got).node(name)
+    fast = state.with_replaced({name: new})
+    same_state(fast, state.with_nodes(tuple(new if n.name == name else n for n in state.nodes)))
+    assert all(a is b for a, b in zip(fast.nodes, state.nodes, strict=True) if a.name != name)
+    assert state.node(name) is not new  # the old state is untouched (its index is shared, not changed)
+    assert state.with_replaced({}) is state
+    with pytest.raises(ValueError):
+        state.with_replaced({"node-0000": new if name != "node-0000" else state.node("node-0001")})
+    with pytest.raises(KeyError):
+        state.with_replaced({"nowhere": replace(new, name="nowhere")})
