@@ -100,7 +100,8 @@ class InMemoryStore:
     never shared, so a caller cannot corrupt it, and a caller that tries to change what it was
     given fails loudly instead of silently changing every other reader's view (which in a cluster
     would corrupt the informer cache). A published object never changes: a reader keeps a
-    consistent snapshot of it for as long as it holds it.
+    consistent snapshot of it for as long as it holds it. A write returns the caller's own plain
+    copy, as the API server's response to a write is a new object, not the informer cache's.
     """
 
     def __init__(self) -> None:
@@ -147,7 +148,7 @@ class InMemoryStore:
             name = obj["metadata"]["name"]
             self._bump(obj)
             self._nodes[name] = obj
-            return self._publish_node(name)
+            return _dup(self._publish_node(name))
 
     def list_nodes(self) -> list[Obj]:
         with self._lock:
@@ -169,7 +170,7 @@ class InMemoryStore:
             _check_rv(obj, resource_version, f"node {name}")
             _merge(obj, annotations)
             self._bump(obj)
-            return self._publish_node(name)
+            return _dup(self._publish_node(name))
 
     # ---- pods
     def create_pod(self, obj: Obj) -> Obj:
@@ -184,7 +185,7 @@ class InMemoryStore:
             obj.setdefault("status", {}).setdefault("phase", "Pending")
             self._bump(obj)
             self._pods[key] = obj
-            return self._publish_pod(key)
+            return _dup(self._publish_pod(key))
 
     def list_pods(self) -> list[Obj]:
         with self._lock:
@@ -207,7 +208,7 @@ class InMemoryStore:
             _check_rv(obj, resource_version, f"pod {namespace}/{name}")
             _merge(obj, annotations)
             self._bump(obj)
-            return self._publish_pod((namespace, name))
+            return _dup(self._publish_pod((namespace, name)))
 
     def bind(self, namespace: str, name: str, uid: str, node: str) -> None:
         with self._lock:
@@ -237,7 +238,7 @@ class InMemoryStore:
                 raise NotFound(f"pod {namespace}/{name} not found")
             obj.setdefault("status", {})["phase"] = phase
             self._bump(obj)
-            return self._publish_pod((namespace, name))
+            return _dup(self._publish_pod((namespace, name)))
 
     def delete_pod(self, namespace: str, name: str) -> None:
         with self._lock:

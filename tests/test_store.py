@@ -100,9 +100,8 @@ def test_every_read_is_read_only_and_a_plain_copy_is_editable() -> None:
     s = make_store()
     seen: list[Obj] = []
     s.subscribe(lambda kind, obj: seen.append(obj))
-    patched = s.patch_pod_annotations("ns", "a", {"x": "1"})
-    objs = [s.get_pod("ns", "a"), s.list_pods()[0], s.get_node("n1"), s.list_nodes()[0], patched, seen[-1],
-            s.set_pod_phase("ns", "a", "Running")]
+    s.patch_pod_annotations("ns", "a", {"x": "1"})
+    objs = [s.get_pod("ns", "a"), s.list_pods()[0], s.get_node("n1"), s.list_nodes()[0], seen[-1]]
     changes = [lambda o: o.__setitem__("kind", "Pod"), lambda o: o["metadata"].update(name="z"),
                lambda o: o["metadata"].pop("name"), lambda o: o.setdefault("spec", {}).clear(),
                lambda o: o["metadata"].__delitem__("name")]
@@ -116,6 +115,14 @@ def test_every_read_is_read_only_and_a_plain_copy_is_editable() -> None:
         with pytest.raises(ReadOnlyError):
             o["spec"]["containers"][0] = {}
     assert s.get_pod("ns", "a")["metadata"]["name"] == "a" and s.get_node("n1")["metadata"]["name"] == "n1"
+    # a write's answer is the caller's own copy (an API response is a new object): editable, and
+    # editing it reaches neither the store nor any reader
+    for answer in (s.set_pod_phase("ns", "a", "Running"), s.patch_pod_annotations("ns", "a", {"y": "2"}),
+                   s.patch_node_annotations("n1", {"z": "3"}), s.create_pod({"metadata": {"name": "d"}})):
+        answer["metadata"]["name"] = "edited"
+        answer.pop("status", None)
+    assert {p["metadata"]["name"] for p in s.list_pods()} == {"a", "b", "d"}
+    assert s.get_pod("ns", "a")["status"]["phase"] == "Running" and s.get_node("n1")["metadata"]["name"] == "n1"
     plain = copy.deepcopy(s.get_pod("ns", "a"))
     assert type(plain) is dict and type(plain["spec"]["containers"]) is list
     plain["spec"]["containers"].append({"name": "d"})
