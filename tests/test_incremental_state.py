@@ -11,6 +11,7 @@ plan must validate.
 
 from __future__ import annotations
 
+import copy
 import json
 import random
 from collections.abc import Iterator
@@ -222,7 +223,7 @@ def reregister(store: InMemoryStore, name: str, rng: random.Random) -> None:
 
 
 def relabel(store: InMemoryStore, name: str, value: str) -> None:
-    obj = store.get_node(name)
+    obj = copy.deepcopy(store.get_node(name))  # what the store hands out is read-only
     obj["metadata"]["labels"] = {**(obj["metadata"].get("labels") or {}), "pool": value}
     store.add_node(obj)
 
@@ -279,7 +280,7 @@ def test_warm_extender_answers_what_a_fresh_one_answers(seed: int) -> None:
             continue
         outs = []
         for s, ext in ((a, warm), (b, None)):
-            pod = s.get_pod("bench", target)
+            pod = copy.deepcopy(s.get_pod("bench", target))
             pod.pop("apiVersion", None)
             pod.pop("kind", None)
             args = parse_extender_args({"Pod": pod, "NodeNames": names})

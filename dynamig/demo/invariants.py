@@ -16,7 +16,6 @@ the next check: checking after every bind as well found nothing more, at twice t
 
 from __future__ import annotations
 
-import threading
 import urllib.request
 from collections.abc import Mapping
 from typing import Any
@@ -30,42 +29,10 @@ from models.store import InMemoryStore
 from models.types import ClusterState, NodeMode
 
 
-class StoreMirror:
-    """The store's nodes and pods, kept current by its change notifications: one copy per change
-    instead of a deep copy of every pod at every check (which made the demo quadratic in pods).
-    Create it before the store has objects; never mutate what it returns."""
-
-    def __init__(self, store: InMemoryStore) -> None:
-        self._lock = threading.Lock()
-        self._nodes: dict[str, dict[str, Any]] = {o["metadata"]["name"]: o for o in store.list_nodes()}
-        self._pods: dict[tuple[str, str], dict[str, Any]] = {
-            (o["metadata"].get("namespace") or "default", o["metadata"]["name"]): o for o in store.list_pods()}
-        store.subscribe(self._on_change)
-
-    def _on_change(self, kind: str, obj: dict[str, Any]) -> None:
-        meta = obj.get("metadata") or {}
-        with self._lock:
-            if kind == "node":
-                self._nodes[meta["name"]] = obj
-            elif kind == "pod":
-                self._pods[(meta.get("namespace") or "default", meta["name"])] = obj
-            elif kind == "pod-deleted":
-                self._pods.pop((meta.get("namespace") or "default", meta["name"]), None)
-
-    def nodes(self) -> list[dict[str, Any]]:
-        with self._lock:
-            return list(self._nodes.values())
-
-    def pods(self) -> list[dict[str, Any]]:
-        with self._lock:
-            return list(self._pods.values())
-
-
 class InvariantChecker:
     def __init__(self, store: InMemoryStore, backends: Mapping[str, SimBackend], metrics_url: str | None,
-                 metrics_every: int = 50, mirror: StoreMirror | None = None) -> None:
+                 metrics_every: int = 50) -> None:
         self.store = store
-        self.mirror = mirror
         self.backends = backends
         self.metrics_url = metrics_url
         self.metrics_every = metrics_every
@@ -80,8 +47,8 @@ class InvariantChecker:
     def check(self, out: list[str], now: float, final: bool = False) -> None:
         self.checks += 1
         when = "end" if final else f"t={now:.1f}"
-        pods = self.mirror.pods() if self.mirror else self.store.list_pods()
-        nodes = self.mirror.nodes() if self.mirror else self.store.list_nodes()
+        pods = self.store.list_pods()  # shared, read-only objects: no copy per check
+        nodes = self.store.list_nodes()
         phase = {f"{p['metadata']['namespace']}/{p['metadata']['name']}": (p.get("status") or {}).get("phase")
                  for p in pods}
         state, problems = state_from_objects(nodes, pods)

@@ -31,7 +31,7 @@ from models.types import NodeMode
 
 from .backoff import Backoff
 from .extender_client import ExtenderClient, ExtenderError
-from .invariants import InvariantChecker, StoreMirror
+from .invariants import InvariantChecker
 from .kubelet import AllocationFailed, KubeletSim
 from .workload import PodSpec, generate
 
@@ -115,7 +115,6 @@ class Demo:
         self.own_workdir = workdir is None
         self.workdir = workdir or tempfile.mkdtemp(prefix="dynamig-demo-")
         self.store = InMemoryStore()
-        self.mirror = StoreMirror(self.store)  # before any object: the checker's cheap view of the store
         self.backends: dict[str, SimBackend] = {}
         self.kubelets: dict[str, KubeletSim] = {}
         self.agents: dict[str, NodeAgent] = {}
@@ -240,8 +239,7 @@ class Demo:
         t0 = time.perf_counter()
         sim0 = specs[0].arrival if specs else 0.0
         result = DemoResult(pods=len(specs))
-        checker = InvariantChecker(self.store, self.backends, self.server.metrics_url if self.server else None,
-                                   mirror=self.mirror)
+        checker = InvariantChecker(self.store, self.backends, self.server.metrics_url if self.server else None)
         la = self.extender.lookahead
         if la is not None and not pace:
             # Replaying simulated time as fast as it goes, the demo re-solves itself (resolve below,
