@@ -7,9 +7,9 @@ Every decoder checks the version and the shape, and raises :class:`CodecError` n
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from .errors import CodecError
 from .layouts import Layout, Slot, make_layout
@@ -155,24 +155,25 @@ def _orphans(doc: Mapping[str, Any], key: str) -> tuple[Orphan, ...]:
 #: one object can serve every caller; the extender decodes the same 1,000 registrations and the
 #: same reservations on every state rebuild). Errors are not cached: they are raised again.
 DECODE_CACHE_LIMIT = 8192
+_T = TypeVar("_T")
 _NODE_CACHE: dict[str, NodeRegistration] = {}
 _ALLOCATION_CACHE: dict[str, PodAllocation] = {}
 
 
-def _remember(cache: dict[str, Any], raw: str, value: Any) -> None:
-    if len(cache) >= DECODE_CACHE_LIMIT:
-        cache.clear()
-    cache[raw] = value
+def _cached(cache: dict[str, _T], raw: str, decode: Callable[[str], _T]) -> _T:
+    """``decode(raw)``, remembered by the raw text (decoded values are frozen; errors are not kept)."""
+    got = cache.get(raw)
+    if got is None:
+        if len(cache) >= DECODE_CACHE_LIMIT:
+            cache.clear()
+        got = cache[raw] = decode(raw)
+    return got
 
 
 def decode_node(raw: str) -> NodeRegistration:
     """The registration; an instance named by a ``process`` orphan comes back held by
     :func:`orphan_holder`, every other one free."""
-    got = _NODE_CACHE.get(raw)
-    if got is None:
-        got = _decode_node(raw)
-        _remember(_NODE_CACHE, raw, got)
-    return got
+    return _cached(_NODE_CACHE, raw, _decode_node)
 
 
 def _decode_node(raw: str) -> NodeRegistration:
@@ -275,11 +276,7 @@ def _layout(raw: Any, key: str) -> Layout:
 
 
 def decode_allocation(raw: str) -> PodAllocation:
-    got = _ALLOCATION_CACHE.get(raw)
-    if got is None:
-        got = _decode_allocation(raw)
-        _remember(_ALLOCATION_CACHE, raw, got)
-    return got
+    return _cached(_ALLOCATION_CACHE, raw, _decode_allocation)
 
 
 def _decode_allocation(raw: str) -> PodAllocation:
