@@ -185,16 +185,9 @@ def reuse_nodes(new: ClusterState, old: ClusterState | None) -> ClusterState:
     planner's per-node caches, keyed by node identity, stay warm for them."""
     if old is None or old is new:
         return new
-    nodes = []
-    reused = False
-    for n in new.nodes:
-        if old.has_node(n.name):
-            o = old.node(n.name)
-            if o is not n and o == n:
-                n = o
-                reused = True
-        nodes.append(n)
-    return ClusterState(tuple(nodes), new.layouts_any) if reused else new
+    same = {n.name: o for n in new.nodes if old.has_node(n.name)
+            for o in (old.node(n.name),) if o is not n and o == n}
+    return new.with_replaced(same)
 
 
 def _hold_hami_pod(by_name: dict[str, Node], pod: Mapping[str, Any], templates: DeviceConfig,
